@@ -1,0 +1,551 @@
+"""Accuracy numbers, defined once.
+
+Per sample (one item along the batch axis) and per output, comparing a candidate ``y`` with the
+reference ``r`` (both taken as float64):
+
+``rel_l2``    ``‖y − r‖ / max(‖r‖, 1e-12)``: the relative error of the whole sample.
+``rel_elem``  the largest elementwise relative error ``|y_i − r_i| / max(|r_i|, 1e-3·max|r|)``; the floor
+              keeps near-zero reference elements from dominating.
+``max_abs``   ``max |y_i − r_i|``.
+``cosine``    cosine similarity of ``y`` and ``r`` (1 when both are zero).
+``top1``      for outputs with a class axis: the share of positions whose argmax agrees with the
+              reference's (one position for a classifier, every pixel for a segmenter).
+``top5``      the share of positions whose reference argmax is among the candidate's five best.
+
+Statistics over the evaluation set: count, mean, min, p50, p90, p99, max and the share of samples over a
+threshold. They are computed streaming, batch by batch: values are kept exactly up to
+``StreamingStat.EXACT_CAP`` samples, after which they fold into a log-bucket quantile sketch of 0.5 %
+relative accuracy, so memory stays flat however large the evaluation set. Samples with NaN or Inf in an
+output are counted, named and kept out of the statistics; they always fail a gate.
+
+A :class:`Budget` names a statistic and a bound, e.g. ``p99(rel_l2) <= 1%`` or
+``share_over(rel_l2, 1%) <= 1%`` ("at most 1 % of samples have more than 1 % relative error"), optionally
+for one output: ``mean(top1[logits]) >= 0.99``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+METRICS: dict[str, str] = {
+    "rel_l2": "lower",
+    "rel_elem": "lower",
+    "max_abs": "lower",
+    "cosine": "higher",
+    "top1": "higher",
+    "top5": "higher",
+}
+CLASS_METRICS = ("top1", "top5")
+STATS = ("mean", "min", "p50", "p90", "p99", "max", "share_over")
+# thresholds whose share is always reported (rel_l2 over 1 %, the users' usual question)
+DEFAULT_SHARES: dict[str, tuple[float, ...]] = {"rel_l2": (0.01,), "rel_elem": (0.01,)}
+WORST_K = 5
+_EPS = 1e-12
+_ELEM_FLOOR = 1e-3
+
+
+# --------------------------------------------------------------------------------------------- metrics
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """How to judge one output: its class axis (in full-tensor coordinates, batch included), if any."""
+
+    class_axis: int | None = None
+
+
+def sample_metrics(
+    candidate: np.ndarray, reference: np.ndarray, *, class_axis: int | None = None, batch_axis: int | None = 0
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per-sample metrics of one output for one batch.
+
+    Returns ``(metrics, finite)`` where each metric is an array of one value per sample and ``finite``
+    says which samples have only finite candidate values (the others' metrics are NaN).
+    """
+    y = np.asarray(candidate)
+    r = np.asarray(reference)
+    if y.shape != r.shape:
+        raise ValueError(f"candidate shape {y.shape} differs from reference shape {r.shape}")
+    if batch_axis is None:  # the whole tensor is one sample
+        y, r = y[None], r[None]
+        batch_axis = 0
+        if class_axis is not None:
+            class_axis = class_axis + 1 if class_axis >= 0 else class_axis
+    if batch_axis != 0:
+        y, r = np.moveaxis(y, batch_axis, 0), np.moveaxis(r, batch_axis, 0)
+        if class_axis is not None:
+            class_axis = _moved_axis(class_axis, batch_axis, y.ndim)
+    n = y.shape[0]
+    yf = y.reshape(n, -1).astype(np.float64)
+    rf = r.reshape(n, -1).astype(np.float64)
+    finite = np.asarray(np.isfinite(yf).all(axis=1))
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = yf - rf
+        rnorm = np.linalg.norm(rf, axis=1)
+        ynorm = np.linalg.norm(yf, axis=1)
+        out: dict[str, np.ndarray] = {}
+        out["rel_l2"] = np.linalg.norm(diff, axis=1) / np.maximum(rnorm, _EPS)
+        absr = np.abs(rf)
+        floor = np.maximum(_ELEM_FLOOR * absr.max(axis=1, initial=0.0), _EPS)[:, None]
+        out["rel_elem"] = (np.abs(diff) / np.maximum(absr, floor)).max(axis=1, initial=0.0)
+        out["max_abs"] = np.abs(diff).max(axis=1, initial=0.0)
+        dot = (yf * rf).sum(axis=1)
+        denom = ynorm * rnorm
+        both_zero = (ynorm == 0) & (rnorm == 0)
+        out["cosine"] = np.where(both_zero, 1.0, dot / np.where(denom == 0, 1.0, denom))
+        out["cosine"] = np.where(~both_zero & (denom == 0), 0.0, out["cosine"])
+        if class_axis is not None:
+            out.update(_class_agreement(y, r, class_axis))
+    for k in out:
+        out[k] = np.where(finite, out[k], np.nan)
+    return out, finite
+
+
+def _moved_axis(axis: int, moved: int, ndim: int) -> int:
+    order = list(range(ndim))
+    order.insert(0, order.pop(moved))
+    return order.index(axis % ndim)
+
+
+def _class_agreement(y: np.ndarray, r: np.ndarray, class_axis: int) -> dict[str, np.ndarray]:
+    """Top-1 / top-5 agreement per sample along ``class_axis`` (axis 0 is the batch)."""
+    ca = class_axis % y.ndim
+    if ca == 0:
+        raise ValueError("the class axis cannot be the batch axis")
+    n = y.shape[0]
+    ym = np.moveaxis(y, ca, -1).reshape(n, -1, y.shape[ca])
+    rm = np.moveaxis(r, ca, -1).reshape(n, -1, r.shape[ca])
+    ref_top = rm.argmax(axis=-1)
+    top1 = (ym.argmax(axis=-1) == ref_top).mean(axis=1)
+    k = min(5, ym.shape[-1])
+    ref_score = np.take_along_axis(ym, ref_top[..., None], axis=-1)
+    # the reference's class is in the candidate's top k if fewer than k classes score strictly higher
+    rank = (ym > ref_score).sum(axis=-1)
+    top5 = (rank < k).mean(axis=1)
+    return {"top1": top1.astype(np.float64), "top5": top5.astype(np.float64)}
+
+
+# --------------------------------------------------------------------------------------- statistics
+
+
+class StreamingStat:
+    """Count, mean, min, max, quantiles and shares of one metric, in bounded memory.
+
+    Exact up to ``EXACT_CAP`` values; past that, quantiles and shares over untracked thresholds come from
+    a log-bucket sketch (relative accuracy ``ALPHA``). Shares over ``tracked`` thresholds stay exact.
+    """
+
+    EXACT_CAP = 65536
+    ALPHA = 0.005
+
+    def __init__(self, tracked: Iterable[float] = ()):
+        self.count = 0
+        self._sum = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+        self._exact: list[np.ndarray] | None = []
+        self._exact_n = 0
+        self._sketch: _LogSketch | None = None
+        self._tracked = {float(t): 0 for t in tracked}
+
+    def add(self, values: np.ndarray) -> None:
+        v = np.asarray(values, dtype=np.float64).ravel()
+        if v.size == 0:
+            return
+        self.count += v.size
+        self._sum += float(v.sum())
+        self.min = min(self.min, float(v.min()))
+        self.max = max(self.max, float(v.max()))
+        for t in self._tracked:
+            self._tracked[t] += int((v > t).sum())
+        if self._exact is not None:
+            self._exact.append(v.copy())
+            self._exact_n += v.size
+            if self._exact_n > self.EXACT_CAP:
+                self._sketch = _LogSketch(self.ALPHA)
+                for chunk in self._exact:
+                    self._sketch.add(chunk)
+                self._exact = None
+        else:
+            assert self._sketch is not None
+            self._sketch.add(v)
+
+    @property
+    def thresholds(self) -> list[float]:
+        """The thresholds whose shares are counted exactly."""
+        return sorted(self._tracked)
+
+    @property
+    def exact(self) -> bool:
+        return self._exact is not None
+
+    @property
+    def mean(self) -> float:
+        return self._sum / self.count if self.count else math.nan
+
+    def _values(self) -> np.ndarray:
+        assert self._exact is not None
+        if len(self._exact) > 1:
+            self._exact = [np.concatenate(self._exact)]
+        return self._exact[0] if self._exact else np.empty(0)
+
+    def quantile(self, q: float) -> float:
+        if not self.count:
+            return math.nan
+        if self._exact is not None:
+            return float(np.quantile(self._values(), q))
+        assert self._sketch is not None
+        return min(max(self._sketch.quantile(q), self.min), self.max)
+
+    def share_over(self, threshold: float) -> float:
+        """Share of values strictly greater than ``threshold``."""
+        if not self.count:
+            return math.nan
+        t = float(threshold)
+        if t in self._tracked:
+            return self._tracked[t] / self.count
+        if self._exact is not None:
+            return float((self._values() > t).sum() / self.count)
+        assert self._sketch is not None
+        return self._sketch.share_over(t) / self.count
+
+    def memory_values(self) -> int:
+        """How many numbers this statistic holds (for tests that memory stays flat)."""
+        if self._exact is not None:
+            return self._exact_n
+        assert self._sketch is not None
+        return self._sketch.size()
+
+    def stat(self, name: str) -> float:
+        if name == "mean":
+            return self.mean
+        if name == "min":
+            return self.min if self.count else math.nan
+        if name == "max":
+            return self.max if self.count else math.nan
+        if name in ("p50", "p90", "p99"):
+            return self.quantile(int(name[1:]) / 100.0)
+        raise KeyError(name)
+
+
+class _LogSketch:
+    """A DDSketch-style quantile sketch: values fall in buckets whose bounds grow by ``gamma``."""
+
+    def __init__(self, alpha: float):
+        self.gamma = (1 + alpha) / (1 - alpha)
+        self._lg = math.log(self.gamma)
+        self.pos: dict[int, int] = {}
+        self.neg: dict[int, int] = {}
+        self.zero = 0
+        self.count = 0
+
+    def _index(self, mags: np.ndarray) -> np.ndarray:
+        return np.ceil(np.log(mags) / self._lg).astype(np.int64)
+
+    def add(self, v: np.ndarray) -> None:
+        self.count += v.size
+        tiny = np.abs(v) < 1e-300
+        self.zero += int(tiny.sum())
+        for store, sel in ((self.pos, v > 0), (self.neg, v < 0)):
+            sel = sel & ~tiny
+            if sel.any():
+                idx, cnt = np.unique(self._index(np.abs(v[sel])), return_counts=True)
+                for i, c in zip(idx.tolist(), cnt.tolist()):
+                    store[i] = store.get(i, 0) + c
+
+    def _ordered(self) -> list[tuple[float, int]]:
+        def value(i: int) -> float:
+            return 2.0 * self.gamma**i / (self.gamma + 1.0)
+
+        out = [(-value(i), c) for i, c in sorted(self.neg.items(), reverse=True)]
+        if self.zero:
+            out.append((0.0, self.zero))
+        out += [(value(i), c) for i, c in sorted(self.pos.items())]
+        return out
+
+    def quantile(self, q: float) -> float:
+        rank = q * (self.count - 1)
+        seen = 0
+        ordered = self._ordered()
+        for value, c in ordered:
+            seen += c
+            if seen > rank:
+                return value
+        return ordered[-1][0]
+
+    def share_over(self, t: float) -> int:
+        return sum(c for value, c in self._ordered() if value > t)
+
+    def size(self) -> int:
+        return len(self.pos) + len(self.neg) + 1
+
+
+# ------------------------------------------------------------------------------------------- budgets
+
+_BUDGET = re.compile(
+    r"""^\s*(?P<stat>mean|min|max|p50|p90|p99|share_over)\s*\(\s*
+        (?P<metric>[a-z0-9_]+)\s*(?:\[\s*(?P<output>[^\]]+?)\s*\])?\s*
+        (?:,\s*(?P<thr>[-+0-9.eE]+%?)\s*)?\)\s*
+        (?P<op><=|>=|<|>)\s*(?P<bound>[-+0-9.eE]+%?)\s*$""",
+    re.VERBOSE,
+)
+
+
+def _number(text: str) -> float:
+    text = text.strip()
+    if text.endswith("%"):
+        return float(text[:-1]) / 100.0
+    return float(text)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One accuracy bound: ``STAT(METRIC[OUTPUT]) OP BOUND`` or ``share_over(METRIC[OUTPUT], T) OP BOUND``."""
+
+    stat: str
+    metric: str
+    op: str
+    bound: float
+    output: str | None = None
+    threshold: float | None = None
+    text: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Budget:
+        """Parse a budget; raises ValueError with the problem (the registry adds model and field)."""
+        m = _BUDGET.match(text) if isinstance(text, str) else None
+        if not m:
+            raise ValueError(
+                f"cannot read budget {text!r}: expected 'STAT(METRIC) OP BOUND' such as 'p99(rel_l2) <= 1%' "
+                f"or 'share_over(rel_l2, 1%) <= 1%'; STAT is one of {', '.join(STATS)}"
+            )
+        stat, metric = m.group("stat"), m.group("metric")
+        if metric not in METRICS:
+            raise ValueError(f"budget {text!r}: unknown metric {metric!r}; known: {', '.join(METRICS)}")
+        thr = m.group("thr")
+        if stat == "share_over" and thr is None:
+            raise ValueError(f"budget {text!r}: share_over needs a threshold: share_over({metric}, 1%)")
+        if stat != "share_over" and thr is not None:
+            raise ValueError(f"budget {text!r}: only share_over takes a threshold")
+        try:
+            bound = _number(m.group("bound"))
+            threshold = _number(thr) if thr is not None else None
+        except ValueError:
+            raise ValueError(f"budget {text!r}: bound or threshold is not a number") from None
+        return cls(stat, metric, m.group("op"), bound, m.group("output"), threshold, text.strip())
+
+    @property
+    def label(self) -> str:
+        return self.text or self.render()
+
+    def render(self) -> str:
+        tgt = self.metric + (f"[{self.output}]" if self.output else "")
+        inner = f"{tgt}, {self.threshold:g}" if self.stat == "share_over" else tgt
+        return f"{self.stat}({inner}) {self.op} {self.bound:g}"
+
+    def holds(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        return {
+            "<=": value <= self.bound,
+            ">=": value >= self.bound,
+            "<": value < self.bound,
+            ">": value > self.bound,
+        }[self.op]
+
+
+# ------------------------------------------------------------------------------------- accumulation
+
+
+@dataclass
+class OutputSummary:
+    """Statistics of one output over the evaluation set."""
+
+    name: str
+    stats: dict[str, StreamingStat]
+    nonfinite_samples: int = 0
+    nan_elements: int = 0
+    inf_elements: int = 0
+    nonfinite_indices: list[int] = field(default_factory=list)
+    # per metric: the worst samples, as (value, sample index), worst first
+    worst: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+
+
+class AccuracyAccumulator:
+    """Feeds batches of candidate and reference outputs; keeps only bounded summaries."""
+
+    def __init__(
+        self,
+        outputs: Mapping[str, OutputConfig],
+        budgets: Iterable[Budget] = (),
+        *,
+        batch_axes: Mapping[str, int | None] | None = None,
+    ):
+        self.outputs = dict(outputs)
+        self.batch_axes = dict(batch_axes or {})
+        tracked: dict[str, set[float]] = {m: set(DEFAULT_SHARES.get(m, ())) for m in METRICS}
+        for b in budgets:
+            if b.stat == "share_over" and b.threshold is not None:
+                tracked[b.metric].add(b.threshold)
+        self._tracked = tracked
+        self.samples = 0
+        self.summaries: dict[str, OutputSummary] = {}
+        self._worst_heaps: dict[tuple[str, str], list[tuple[float, int]]] = {}
+
+    def _summary(self, name: str) -> OutputSummary:
+        if name not in self.summaries:
+            cfg = self.outputs.get(name, OutputConfig())
+            metrics = [m for m in METRICS if m not in CLASS_METRICS or cfg.class_axis is not None]
+            self.summaries[name] = OutputSummary(name, {m: StreamingStat(self._tracked[m]) for m in metrics})
+        return self.summaries[name]
+
+    def update(self, candidate: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], first_index: int) -> None:
+        """Add one batch whose first sample has index ``first_index`` in the evaluation set."""
+        n_batch = None
+        for name, ref in reference.items():
+            if name not in candidate:
+                raise KeyError(f"output {name!r} is missing from the candidate's outputs ({sorted(candidate)})")
+            cfg = self.outputs.get(name, OutputConfig())
+            batch_axis = self.batch_axes.get(name, 0)
+            values, finite = sample_metrics(candidate[name], ref, class_axis=cfg.class_axis, batch_axis=batch_axis)
+            summ = self._summary(name)
+            n = finite.size
+            n_batch = n if n_batch is None else max(n_batch, n)
+            bad = np.flatnonzero(~finite)
+            if bad.size:
+                y = np.asarray(candidate[name])
+                summ.nonfinite_samples += int(bad.size)
+                summ.nan_elements += int(np.isnan(y).sum())
+                summ.inf_elements += int(np.isinf(y).sum())
+                room = WORST_K * 2 - len(summ.nonfinite_indices)
+                summ.nonfinite_indices.extend(int(first_index + i) for i in bad[: max(room, 0)])
+            for metric, stat in summ.stats.items():
+                v = values[metric]
+                ok = v[finite]
+                stat.add(ok)
+                self._track_worst(name, metric, v, finite, first_index)
+        self.samples += n_batch or 0
+
+    def _track_worst(self, output: str, metric: str, v: np.ndarray, finite: np.ndarray, first: int) -> None:
+        # a min-heap of (badness, -index) keeps the K worst; badness is the value, or -value if higher is better
+        sign = 1.0 if METRICS[metric] == "lower" else -1.0
+        heap = self._worst_heaps.setdefault((output, metric), [])
+        idx = np.flatnonzero(finite)
+        if idx.size > WORST_K:
+            part = np.argpartition(-sign * v[idx], WORST_K - 1)[:WORST_K]
+            idx = idx[part]
+        for i in idx.tolist():
+            item = (sign * float(v[i]), -(first + i))
+            if len(heap) < WORST_K:
+                heapq.heappush(heap, item)
+            elif item > heap[0]:
+                heapq.heapreplace(heap, item)
+
+    def summary(self) -> dict[str, OutputSummary]:
+        for (output, metric), heap in self._worst_heaps.items():
+            sign = 1.0 if METRICS[metric] == "lower" else -1.0
+            self.summaries[output].worst[metric] = [(sign * b, -i) for b, i in sorted(heap, reverse=True)]
+        return self.summaries
+
+
+# ----------------------------------------------------------------------------------------- verdicts
+
+
+@dataclass(frozen=True)
+class BudgetResult:
+    budget: Budget
+    output: str
+    value: float
+    passed: bool
+
+
+@dataclass
+class Verdict:
+    """The outcome of checking every budget against a summary."""
+
+    results: list[BudgetResult]
+    nonfinite: dict[str, OutputSummary]
+    problems: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems and not self.nonfinite and all(r.passed for r in self.results)
+
+
+def budget_value(summary: OutputSummary, budget: Budget) -> float:
+    stat = summary.stats.get(budget.metric)
+    if stat is None:
+        return math.nan
+    if budget.stat == "share_over":
+        assert budget.threshold is not None
+        return stat.share_over(budget.threshold)
+    return stat.stat(budget.stat)
+
+
+def evaluate(summaries: Mapping[str, OutputSummary], budgets: Iterable[Budget]) -> Verdict:
+    results: list[BudgetResult] = []
+    problems: list[str] = []
+    for b in budgets:
+        targets = [b.output] if b.output else list(summaries)
+        for out in targets:
+            if out not in summaries:
+                problems.append(f"budget {b.label!r} names output {out!r}, which the model does not have "
+                                f"(outputs: {', '.join(summaries)})")
+                continue
+            if b.metric not in summaries[out].stats:
+                problems.append(f"budget {b.label!r}: output {out!r} has no class axis, so {b.metric} "
+                                f"is not computed (set class_axis for it in the registry)")
+                continue
+            value = budget_value(summaries[out], b)
+            results.append(BudgetResult(b, out, value, b.holds(value)))
+    nonfinite = {k: s for k, s in summaries.items() if s.nonfinite_samples}
+    return Verdict(results, nonfinite, problems)
+
+
+def fmt(value: float) -> str:
+    """A number as a person wants to read it in a table or a failure message."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if value == 0:
+        return "0"
+    if abs(value) >= 1e4 or abs(value) < 1e-3:
+        return f"{value:.3e}"
+    return f"{value:.4g}"
+
+
+def failure_message(verdict: Verdict, summaries: Mapping[str, OutputSummary], *, case: str, samples: int,
+                    report: str | None = None) -> str:
+    """A message that shows the numbers: each failing bound, the statistics and the worst samples."""
+    lines = [f"accuracy gate failed for {case} over {samples} samples"]
+    for out, s in verdict.nonfinite.items():
+        lines.append(
+            f"  output {out!r}: {s.nonfinite_samples} samples with non-finite values "
+            f"({s.nan_elements} NaN, {s.inf_elements} Inf elements); first samples: "
+            f"{', '.join(f'#{i}' for i in s.nonfinite_indices[:WORST_K])}"
+        )
+    for p in verdict.problems:
+        lines.append(f"  {p}")
+    for r in verdict.results:
+        if r.passed:
+            continue
+        b, s = r.budget, summaries[r.output]
+        st = s.stats[b.metric]
+        lines.append(f"  output {r.output!r}: {b.label}: measured {fmt(r.value)} (bound {b.op} {fmt(b.bound)})")
+        lines.append(
+            f"    {b.metric}: mean {fmt(st.mean)}  p50 {fmt(st.stat('p50'))}  p90 {fmt(st.stat('p90'))}  "
+            f"p99 {fmt(st.stat('p99'))}  max {fmt(st.stat('max'))}  min {fmt(st.stat('min'))}"
+        )
+        worst = s.worst.get(b.metric, [])
+        if worst:
+            lines.append("    worst samples: " + ", ".join(f"#{i} ({fmt(v)})" for v, i in worst))
+    if report:
+        lines.append(f"  report: {report}")
+    return "\n".join(lines)

@@ -1,0 +1,140 @@
+"""The interface every backend implements: ``Backend.build(...) -> Engine``, ``Engine.runner() -> Runner``.
+
+A :class:`Runner` owns one execution context or session, one stream and its own buffers, and is never
+shared between threads. Besides ``infer`` (host arrays in, host arrays out: what accuracy needs) it has
+what the perf modes need:
+
+``prepare(feeds, resident=...)``  stage one batch of inputs; with ``resident`` the inputs are copied to
+                                  the device once and stay there, otherwise every iteration copies them.
+``run()``                         one synchronous iteration on the prepared batch.
+``submit()`` / ``wait()``         the same, split: start an iteration, then wait for it to finish.
+                                  Backends without asynchronous execution raise ModeUnsupported.
+
+A backend that cannot do something says so by raising :class:`~harness.errors.ModeUnsupported` (or, for
+the whole backend, :class:`~harness.errors.BackendUnavailable`); the test is skipped with that reason and a
+mode is never silently replaced by another.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..cache import Cache, Entry
+from ..errors import ModeUnsupported
+from ..profiles import Profile
+
+
+@dataclass
+class RunnerOptions:
+    """Per-runner settings chosen by the caller (a perf mode or the accuracy check)."""
+
+    threads: int | None = None  # host threads the runner may use (ORT CPU intra-op threads)
+    cuda_graph: bool = False
+    tf32: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Runner(ABC):
+    input_names: list[str]
+    output_names: list[str]
+
+    @abstractmethod
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one batch synchronously: host arrays in, host arrays out."""
+
+    def prepare(self, feeds: Mapping[str, np.ndarray], *, resident: bool = True) -> None:
+        raise ModeUnsupported(f"{type(self).__name__} cannot stage inputs for timed runs")
+
+    def run(self) -> None:
+        raise ModeUnsupported(f"{type(self).__name__} cannot run a prepared batch")
+
+    def submit(self) -> None:
+        raise ModeUnsupported(f"{type(self).__name__} has no asynchronous execution")
+
+    def wait(self) -> None:
+        raise ModeUnsupported(f"{type(self).__name__} has no asynchronous execution")
+
+    def gpu_timer(self) -> Any | None:
+        """An event timer on this runner's stream for GPU backends, None on the CPU."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """Facts about this runner for result rows (threads, streams, graphs, TF32...)."""
+        return {}
+
+    def close(self) -> None:
+        """Release the runner's session/context and buffers."""
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Engine(ABC):
+    """A built artifact (cached), able to create runners."""
+
+    entry: Entry
+    profile: Profile
+
+    @abstractmethod
+    def runner(self, options: RunnerOptions | None = None) -> Runner:
+        ...
+
+    @property
+    def path(self) -> Path:
+        return self.entry.path
+
+
+class Backend(ABC):
+    """One inference engine family on one device."""
+
+    name: str = ""
+    on_gpu: bool = False
+    needs_tensorrt: bool = False
+
+    def unavailable(self) -> str | None:
+        """Why this backend cannot run here (None when it can). Tests that need it skip with this."""
+        return None
+
+    def cannot_build(self) -> str | None:
+        """Why engines cannot even be built here (None when they can)."""
+        return self.unavailable()
+
+    def unsupported_recipe(self, recipe_kind: str) -> str | None:
+        """Why this backend cannot run a precision (None when it can)."""
+        return None
+
+    @abstractmethod
+    def version(self) -> str:
+        ...
+
+    @abstractmethod
+    def device(self) -> dict[str, Any]:
+        """The device identity that goes into cache keys (GPU name and compute capability, or the CPU)."""
+
+    @abstractmethod
+    def build(self, model: Path, profile: Profile, cache: Cache, *, label: str, model_hash: str,
+              options: Mapping[str, Any] | None = None) -> Engine:
+        """Build (or take from the cache) an engine for ``model`` under ``profile``.
+
+        ``label`` names the cache folder (``model/backend/recipe-profile``); ``model_hash`` identifies the
+        model's bytes for the key.
+        """
+
+    def key_parts(self, model_hash: str, profile: Profile, options: Mapping[str, Any] | None) -> dict[str, Any]:
+        return {
+            "model": model_hash,
+            "backend": self.name,
+            "version": self.version(),
+            "device": self.device(),
+            "profile": profile.key(),
+            "options": dict(options or {}),
+        }

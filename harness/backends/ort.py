@@ -1,0 +1,205 @@
+"""ONNX Runtime as a backend.
+
+The ORT "engine" is the optimized model the session writes (``optimized_model_filepath``), built once
+with full graph optimizations and cached; runners load it with optimizations off. A fixed profile pins the
+model's free dimensions (``add_free_dimension_override_by_name``) before optimization, so the optimizer
+sees static shapes. The optimized file may hold kernels laid out for this CPU or GPU, so the device is part
+of its cache key.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..cache import Cache, Entry
+from ..environment import cpu_count, cpu_device
+from ..errors import BackendUnavailable, BuildError, ModeUnsupported
+from ..profiles import Profile
+from .base import Backend, Engine, Runner, RunnerOptions
+
+
+def _ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise BackendUnavailable("onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu)") from None
+    return onnxruntime
+
+
+def free_dimension_overrides(model: Path, profile: Profile) -> dict[str, int]:
+    """Values for the model's named free dimensions under a fixed profile ({} for a dynamic one)."""
+    if not profile.fixed:
+        return {}
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    overrides: dict[str, int] = {}
+    for inp in graph.input:
+        if inp.name not in profile.opt:
+            continue
+        for d, value in zip(inp.type.tensor_type.shape.dim, profile.opt[inp.name]):
+            if d.HasField("dim_param"):
+                overrides[d.dim_param] = value
+    return overrides
+
+
+def quiet_session_options(ort: Any) -> Any:
+    so = ort.SessionOptions()
+    so.log_severity_level = 3  # errors only: ORT warns about every node it leaves on the CPU
+    return so
+
+
+class OrtEngine(Engine):
+    def __init__(self, backend: OrtBackend, entry: Entry, profile: Profile, overrides: dict[str, int]):
+        self.backend = backend
+        self.entry = entry
+        self.profile = profile
+        self.overrides = overrides
+
+    def runner(self, options: RunnerOptions | None = None) -> Runner:
+        return self.backend.make_runner(self, options or RunnerOptions())
+
+
+class OrtBackend(Backend):
+    """Shared by the CPU and CUDA flavours: building (optimizing) and session creation."""
+
+    provider = "CPUExecutionProvider"
+
+    def version(self) -> str:
+        return str(_ort().__version__)
+
+    def unavailable(self) -> str | None:
+        try:
+            ort = _ort()
+        except BackendUnavailable as exc:
+            return str(exc)
+        if self.provider not in ort.get_available_providers():
+            return f"onnxruntime {ort.__version__} has no {self.provider} (available: {', '.join(ort.get_available_providers())})"
+        return None
+
+    def provider_options(self, options: RunnerOptions | None = None) -> dict[str, Any]:
+        return {}
+
+    def session(self, model: Path, *, optimize_to: Path | None = None, overrides: Mapping[str, int] | None = None,
+                options: RunnerOptions | None = None, provider_options: dict[str, Any] | None = None) -> Any:
+        ort = _ort()
+        so = quiet_session_options(ort)
+        if optimize_to is not None:
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            so.optimized_model_filepath = str(optimize_to)
+        else:
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        for dim, value in (overrides or {}).items():
+            so.add_free_dimension_override_by_name(dim, int(value))
+        if options is not None and options.threads:
+            so.intra_op_num_threads = int(options.threads)
+            so.inter_op_num_threads = 1
+        popts = provider_options if provider_options is not None else self.provider_options(options)
+        return ort.InferenceSession(str(model), so, providers=[(self.provider, popts)])
+
+    def build(self, model: Path, profile: Profile, cache: Cache, *, label: str, model_hash: str,
+              options: Mapping[str, Any] | None = None) -> OrtEngine:
+        reason = self.unavailable()
+        if reason:
+            raise BackendUnavailable(reason)
+        overrides = free_dimension_overrides(model, profile)
+        parts = self.key_parts(model_hash, profile, options)
+        parts["free_dimension_overrides"] = overrides
+
+        def build(path: Path) -> dict[str, Any]:
+            try:
+                self.session(model, optimize_to=path, overrides=overrides)
+            except Exception as exc:  # ORT raises its own exception types, all with a useful message
+                msg = str(exc)
+                if "NOT_IMPLEMENTED" in msg or "Could not find an implementation" in msg:
+                    raise ModeUnsupported(f"{self.name} cannot run {model.name}: {msg.strip()}") from None
+                raise BuildError(f"{self.name}: building {model} failed: {msg.strip()}") from None
+            return {"free_dimension_overrides": overrides}
+
+        entry = cache.get_or_build("engines", label, parts, "model.onnx", build)
+        return OrtEngine(self, entry, profile, overrides)
+
+    def make_runner(self, engine: OrtEngine, options: RunnerOptions) -> Runner:
+        return OrtCpuRunner(self, engine, options)
+
+
+class OrtCpuBackend(OrtBackend):
+    name = "ort_cpu"
+
+    def device(self) -> dict[str, Any]:
+        return cpu_device()
+
+    def unsupported_recipe(self, recipe_kind: str) -> str | None:
+        if recipe_kind == "bf16":
+            return "ONNX Runtime's CPU provider has no bfloat16 kernels for most operators"
+        return None
+
+
+class OrtCpuRunner(Runner):
+    """One ORT session on the CPU.
+
+    ``run`` calls ``session.run`` on the prepared feeds; with ``resident`` inputs are bound once as
+    OrtValues through I/O binding, so an iteration converts nothing. ``submit``/``wait`` use
+    ``run_async``, which runs the request on the session's own thread pool and signals completion.
+    """
+
+    def __init__(self, backend: OrtBackend, engine: OrtEngine, options: RunnerOptions):
+        if options.cuda_graph:
+            raise ModeUnsupported("CUDA graphs need a GPU backend; ort_cpu has none")
+        self.options = options
+        self.session = backend.session(engine.path, overrides=engine.overrides, options=options)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self._feeds: dict[str, np.ndarray] = {}
+        self._binding: Any = None
+        self._done = threading.Event()
+        self._error: str | None = None
+        self._result: Any = None
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = self.session.run(self.output_names, dict(feeds))
+        return dict(zip(self.output_names, outs))
+
+    def prepare(self, feeds: Mapping[str, np.ndarray], *, resident: bool = True) -> None:
+        self._feeds = {k: np.ascontiguousarray(v) for k, v in feeds.items()}
+        self._binding = None
+        if resident:
+            ort = _ort()
+            binding = self.session.io_binding()
+            for name, arr in self._feeds.items():
+                binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(arr))
+            for name in self.output_names:
+                binding.bind_output(name)
+            self._binding = binding
+
+    def run(self) -> None:
+        if self._binding is not None:
+            self.session.run_with_iobinding(self._binding)
+        else:
+            self.session.run(self.output_names, self._feeds)
+
+    def _callback(self, result: Any, _user_data: Any, err: str) -> None:
+        self._result = result
+        self._error = err or None
+        self._done.set()
+
+    def submit(self) -> None:
+        self._done.clear()
+        self.session.run_async(self.output_names, self._feeds, self._callback, None)
+
+    def wait(self) -> None:
+        self._done.wait()
+        if self._error:
+            raise RuntimeError(f"ort_cpu asynchronous run failed: {self._error}")
+
+    def describe(self) -> dict[str, Any]:
+        return {"threads": self.options.threads or cpu_count()}
+
+    def close(self) -> None:
+        self._binding = None
+        self.session = None

@@ -1,0 +1,201 @@
+"""Evaluation and calibration data.
+
+Samples are either real (a ``.npz`` named in the registry) or generated from the registry's value ranges.
+A generated sample depends only on the seed, its index and its own shape, never on the batch it lands in,
+so a fixed and a dynamic profile with the same per-sample shape see the very same inputs.
+
+When a model has real samples, the last ``calibration.size`` of them are reserved for calibration and
+the evaluation set is drawn from the rest: a quantized model is never scored on the data it was
+calibrated on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import HarnessError
+from .profiles import Profile, Shape
+from .spec import InputSpec, ModelSpec
+
+GENERATOR_VERSION = 1
+EVAL_STREAM, CALIB_STREAM = 0, 1
+
+
+@dataclass(frozen=True)
+class Batch:
+    index: int  # index of the batch's first sample in the set
+    count: int  # real samples in the batch (the rest, if any, is padding for a fixed batch size)
+    feeds: dict[str, np.ndarray]
+
+
+def per_sample_shape(spec: InputSpec, shape: Shape) -> Shape:
+    if spec.batch_axis is None:
+        return tuple(shape)
+    return tuple(d for i, d in enumerate(shape) if i != spec.batch_axis)
+
+
+def batch_size_of(spec: ModelSpec, profile: Profile, which: str = "opt") -> int:
+    """The batch size of a profile's opt (or min / max) shapes; 1 for models with no batch axis."""
+    shapes = getattr(profile, which)
+    for name, ispec in spec.inputs.items():
+        if ispec.batch_axis is not None and name in shapes:
+            return int(shapes[name][ispec.batch_axis])
+    return 1
+
+
+def generate_sample(spec: InputSpec, shape: Shape, seed: int, index: int, stream: int = EVAL_STREAM) -> np.ndarray:
+    """One sample of one input, deterministic in (seed, stream, input name, index)."""
+    name_key = int.from_bytes(hashlib.sha256(spec.name.encode()).digest()[:4], "little")
+    rng = np.random.default_rng([seed, stream, name_key, index])
+    lo, hi = spec.low, spec.high
+    if spec.dtype == np.bool_:
+        return rng.integers(0, 2, size=shape).astype(np.bool_)
+    if spec.is_integer:
+        if spec.distribution == "zipf":
+            span = int(hi - lo) + 1
+            ranks = rng.zipf(1.3, size=shape) - 1
+            # spread popular ids over the range with a fixed permutation-like scramble
+            ids = (ranks * 2654435761) % span
+            return (lo + ids).astype(spec.dtype)
+        return rng.integers(int(lo), int(hi) + 1, size=shape).astype(spec.dtype)
+    if spec.distribution == "smooth":
+        return _smooth(rng, shape, lo, hi).astype(spec.dtype)
+    if spec.distribution == "normal":
+        x = rng.normal((lo + hi) / 2.0, (hi - lo) / 6.0, size=shape)
+        return np.clip(x, lo, hi).astype(spec.dtype)
+    return (lo + (hi - lo) * rng.random(size=shape)).astype(spec.dtype)
+
+
+def _smooth(rng: np.random.Generator, shape: Shape, lo: float, hi: float) -> np.ndarray:
+    """Image-like values: a low-frequency field (16x coarser along the last two axes) plus fine noise."""
+    if len(shape) < 2:
+        return lo + (hi - lo) * rng.random(size=shape)
+    h, w = shape[-2], shape[-1]
+    coarse = rng.random(size=(*shape[:-2], -(-h // 16), -(-w // 16)))
+    field = coarse.repeat(16, axis=-2).repeat(16, axis=-1)[..., :h, :w]
+    return lo + (hi - lo) * (0.8 * field + 0.2 * rng.random(size=shape))
+
+
+class SampleSet:
+    """The evaluation (or calibration) samples of one model at one profile, served in batches."""
+
+    def __init__(self, spec: ModelSpec, profile: Profile, *, size: int | None = None, purpose: str = "evaluation",
+                 source: str = "auto"):
+        self.spec = spec
+        self.profile = profile
+        self.purpose = purpose
+        self.batch = batch_size_of(spec, profile)
+        self.min_batch = batch_size_of(spec, profile, "min")
+        real = spec.samples is not None and source in ("auto", "real")
+        self.real = real
+        self._arrays: dict[str, np.ndarray] | None = None
+        if real:
+            assert spec.samples is not None
+            with np.load(spec.samples.path, allow_pickle=False) as data:
+                arrays = {k: data[k].astype(spec.inputs[k].dtype, copy=False) for k in spec.inputs}
+            total = next(iter(arrays.values())).shape[0]
+            reserve = spec.calibration_size
+            if total <= reserve:
+                raise HarnessError(
+                    f"model {spec.name!r}: {spec.samples.path} has {total} samples, but calibration.size reserves "
+                    f"{reserve} for calibration, leaving none to evaluate; add samples or lower calibration.size"
+                )
+            if purpose == "calibration":
+                sl = slice(total - reserve, total)
+                want = size or reserve
+            else:
+                sl = slice(0, total - reserve)
+                want = size or spec.eval_size
+            self._arrays = {k: v[sl][:want] for k, v in arrays.items()}
+            self.count = next(iter(self._arrays.values())).shape[0]
+            self.sample_shapes = {k: v.shape[1:] for k, v in self._arrays.items()}
+        else:
+            self.count = size or (spec.calibration_size if purpose == "calibration" else spec.eval_size)
+            self.sample_shapes = {k: per_sample_shape(s, profile.opt[k]) if k in profile.opt else
+                                  tuple(int(d) for d in s.dims) for k, s in spec.inputs.items()}
+        self.stream = CALIB_STREAM if purpose == "calibration" else EVAL_STREAM
+
+    def batch_shape(self, name: str, n: int) -> Shape:
+        ispec = self.spec.inputs[name]
+        shape = list(self.sample_shapes[name])
+        if ispec.batch_axis is not None:
+            shape.insert(ispec.batch_axis, n)
+        return tuple(shape)
+
+    def check_profile(self, batch: int | None = None) -> None:
+        """Raise ProfileError, naming input, shape and profile, if this set's batches fall outside."""
+        n = batch or self.batch
+        self.profile.check({k: self.batch_shape(k, n) for k in self.spec.inputs}, model=self.spec.name)
+
+    def key(self) -> dict[str, object]:
+        """What determines the samples' values: part of the reference cache key."""
+        return {
+            "generator": GENERATOR_VERSION,
+            "numpy": ".".join(np.__version__.split(".")[:2]),
+            "purpose": self.purpose,
+            "count": self.count,
+            "seed": self.spec.eval_seed,
+            "real": self.spec.samples.sha256 if self.real and self.spec.samples else None,
+            "inputs": {
+                k: [s.dtype.name, list(self.sample_shapes[k]), s.low, s.high, s.distribution, s.batch_axis]
+                for k, s in sorted(self.spec.inputs.items())
+            },
+        }
+
+    def key_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.key(), sort_keys=True).encode()).hexdigest()
+
+    def samples(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Samples [start, stop) of every input, stacked along each input's batch axis."""
+        out = {}
+        for name, ispec in self.spec.inputs.items():
+            if self._arrays is not None:
+                arr = self._arrays[name][start:stop]
+            else:
+                arr = np.stack([generate_sample(ispec, self.sample_shapes[name], self.spec.eval_seed, i, self.stream)
+                                for i in range(start, stop)])
+            if ispec.batch_axis is None:
+                if stop - start != 1:
+                    raise HarnessError(f"model {self.spec.name!r}: input {name!r} has no batch axis; "
+                                       "batches hold one sample")
+                arr = arr[0]
+            elif ispec.batch_axis != 0:
+                arr = np.moveaxis(arr, 0, ispec.batch_axis)
+            out[name] = np.ascontiguousarray(arr)
+        return out
+
+    def batches(self, batch: int | None = None) -> Iterator[Batch]:
+        """Batches of ``batch`` samples (the profile's opt batch by default).
+
+        A last batch smaller than the profile's minimum batch (the whole batch, for a fixed profile) is
+        filled up by repeating its last sample; ``Batch.count`` says how many rows are real.
+        """
+        b = batch or self.batch
+        for start in range(0, self.count, b):
+            stop = min(start + b, self.count)
+            feeds = self.samples(start, stop)
+            n = stop - start
+            if n < self.min_batch:
+                feeds = {k: _pad(v, self.spec.inputs[k].batch_axis, self.min_batch) for k, v in feeds.items()}
+            yield Batch(start, n, feeds)
+
+
+def _pad(arr: np.ndarray, axis: int | None, to: int) -> np.ndarray:
+    if axis is None:
+        return arr
+    n = arr.shape[axis]
+    idx = list(range(n)) + [n - 1] * (to - n)
+    return np.take(arr, idx, axis=axis)
+
+
+def unpad(outputs: dict[str, np.ndarray], count: int, batch_axes: dict[str, int | None]) -> dict[str, np.ndarray]:
+    out = {}
+    for k, v in outputs.items():
+        ax = batch_axes.get(k, 0)
+        out[k] = v if ax is None or v.shape[ax] == count else np.take(v, range(count), axis=ax)
+    return out

@@ -1,0 +1,274 @@
+"""The pytest plugin: every hook lives here; the logic lives in plain classes behind it.
+
+Registered through the ``pytest11`` entry point ``harness.plugin`` (and by the root ``conftest.py`` when
+the package is used from a checkout without being installed; the shared name keeps it from loading twice).
+
+* options: ``--models``, ``--backends``, ``--recipes``, ``--profiles``, ``--report-dir``, ``--eval-size``,
+  ``--engine-cache``, ``--rebuild-engines``, ``--baseline`` and the ``--perf-*`` sweep, each settable in
+  ``[tool.pytest.ini_options]`` as ``harness_<name>``;
+* markers ``accuracy``, ``perf``, ``gpu``, ``tensorrt``, added to generated cases, which are skipped with
+  the reason when their backend, device or model is missing;
+* rows: each process writes its own JSONL; the controller merges them into ``results.json`` and
+  ``REPORT.md`` at the end and prints the engine cache's counts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .cache import default_root
+from .errors import HarnessError, ModeUnsupported
+from .session import AccuracyCase, HarnessSession, PerfSettings, Settings, new_run_id
+
+SESSION_KEY = pytest.StashKey[HarnessSession]()
+SUMMARY_KEY = pytest.StashKey[list[str]]()
+
+# (dest, help, kind, default); kind: str | path | list | int | float | flag | boollist | intlist
+_OPTIONS: list[tuple[str, str, str, Any]] = [
+    ("registry", "model registry TOML (default fixtures/models.toml)", "path", "fixtures/models.toml"),
+    ("models", "comma-separated models to test (default: all in the registry)", "list", None),
+    ("backends", "comma-separated backends: ort_cpu, ort_cuda, tensorrt, tensorrt_rtx (default ort_cpu)", "list",
+     "ort_cpu"),
+    ("recipes", "comma-separated recipes (default: each model's list in the registry)", "list", None),
+    ("profiles", "comma-separated shape profiles (default: all of each model's)", "list", None),
+    ("report_dir", "where results.json and REPORT.md go (default reports)", "path", "reports"),
+    ("eval_size", "evaluation-set size, overriding the registry's per-model size", "int", None),
+    ("engine_cache", "engine cache folder (default $HARNESS_CACHE_DIR or .cache/harness)", "path", None),
+    ("rebuild_engines", "rebuild every cache entry this run uses, once", "flag", False),
+    ("baseline", "results.json to compare this run against in REPORT.md", "path", None),
+    ("perf_modes", "perf modes: serial, multistream, threadpool", "list", "serial,multistream,threadpool"),
+    ("perf_batches", "perf batch sizes (default: 1 and each profile's opt batch)", "intlist", None),
+    ("perf_concurrency", "requests in flight / threads for multistream and threadpool", "intlist", "2"),
+    ("perf_duration", "seconds each perf measurement lasts at least", "float", "1.0"),
+    ("perf_warmup", "seconds of warm-up before each perf measurement", "float", "0.3"),
+    ("perf_min_iters", "iterations each perf measurement has at least", "int", "20"),
+    ("perf_resident", "inputs resident on the device: yes, no, or yes,no", "boollist", "yes"),
+    ("perf_cuda_graph", "CUDA graphs: no, yes, or no,yes", "boollist", "no"),
+    ("perf_recipes", "recipes to time (default: the accuracy recipes)", "list", None),
+    ("perf_profiles", "profiles to time (default: all)", "list", None),
+]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "inference engine harness")
+    for dest, help_text, kind, _default in _OPTIONS:
+        flag = "--" + dest.replace("_", "-")
+        if kind == "flag":
+            group.addoption(flag, action="store_true", default=None, dest=f"harness_{dest}", help=help_text)
+            parser.addini(f"harness_{dest}", help_text, type="bool", default=False)
+        else:
+            group.addoption(flag, action="store", default=None, dest=f"harness_{dest}", help=help_text)
+            parser.addini(f"harness_{dest}", help_text, default=None)
+
+
+def _raw(config: pytest.Config, dest: str) -> Any:
+    value = config.getoption(f"harness_{dest}")
+    if value is None:
+        value = config.getini(f"harness_{dest}")
+    return value
+
+
+def _value(config: pytest.Config, dest: str, kind: str, default: Any) -> Any:
+    raw = _raw(config, dest)
+    if raw in (None, "", []):
+        raw = default
+    if raw is None:
+        return None
+    flag = "--" + dest.replace("_", "-")
+    try:
+        if kind == "flag":
+            return bool(raw)
+        if kind == "path":
+            p = Path(os.path.expanduser(str(raw)))
+            return p if p.is_absolute() else (config.rootpath / p)
+        if kind == "list":
+            return [x.strip() for x in str(raw).split(",") if x.strip()]
+        if kind == "intlist":
+            return [int(x) for x in str(raw).split(",") if x.strip()]
+        if kind == "boollist":
+            words = {"yes": True, "on": True, "true": True, "1": True, "no": False, "off": False, "false": False,
+                     "0": False}
+            return [words[x.strip().lower()] for x in str(raw).split(",") if x.strip()]
+        if kind == "int":
+            number = int(raw)
+            if number < 1:
+                raise ValueError
+            return number
+        if kind == "float":
+            real = float(raw)
+            if real < 0:
+                raise ValueError
+            return real
+    except (ValueError, KeyError):
+        raise pytest.UsageError(f"{flag} (or ini harness_{dest}): cannot use {raw!r}") from None
+    return raw
+
+
+def settings_from_config(config: pytest.Config) -> Settings:
+    v = {dest: _value(config, dest, kind, default) for dest, _h, kind, default in _OPTIONS}
+    cache_dir = v["engine_cache"] or default_root(config.rootpath)
+    perf = PerfSettings(
+        modes=v["perf_modes"], batches=v["perf_batches"], concurrency=v["perf_concurrency"],
+        duration=v["perf_duration"], warmup=v["perf_warmup"], min_iters=v["perf_min_iters"],
+        resident=v["perf_resident"], cuda_graph=v["perf_cuda_graph"], recipes=v["perf_recipes"],
+        profiles=v["perf_profiles"],
+    )
+    return Settings(registry=v["registry"], report_dir=v["report_dir"], cache_dir=cache_dir, models=v["models"],
+                    backends=v["backends"], recipes=v["recipes"], profiles=v["profiles"], eval_size=v["eval_size"],
+                    rebuild=v["rebuild_engines"], baseline=v["baseline"], perf=perf)
+
+
+def is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, text in (
+        ("accuracy", "accuracy gate against the ONNX Runtime FP32 reference"),
+        ("perf", "throughput / latency measurement (never two at once on one device)"),
+        ("gpu", "needs a CUDA GPU (skipped with the reason when there is none)"),
+        ("tensorrt", "needs TensorRT or TensorRT-RTX (skipped with the reason when missing)"),
+    ):
+        config.addinivalue_line("markers", f"{name}: {text}")
+    try:
+        settings = settings_from_config(config)
+        if is_worker(config):
+            wi = config.workerinput  # type: ignore[attr-defined]
+            hs = HarnessSession(settings, run_id=wi.get("harness_run_id"), worker=wi["workerid"])
+        else:
+            hs = HarnessSession(settings, run_id=new_run_id())
+    except HarnessError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[SESSION_KEY] = hs
+    if config.pluginmanager.hasplugin("xdist"):
+        from .xdist_support import XdistHooks, pin_perf_to_groups
+
+        config.pluginmanager.register(XdistHooks(hs), "harness-xdist")
+        if not is_worker(config):
+            pin_perf_to_groups(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    hs = config.stash.get(SESSION_KEY, None)
+    if hs is not None:
+        hs.close()
+
+
+def _case_marks(hs: HarnessSession, model: str, backend: str, recipe: str | None, kind: str) -> list[Any]:
+    from .backends import get_backend
+
+    marks: list[Any] = [getattr(pytest.mark, kind)]
+    b = get_backend(backend)
+    if b.on_gpu:
+        marks.append(pytest.mark.gpu)
+    if b.needs_tensorrt:
+        marks.append(pytest.mark.tensorrt)
+    reason = hs.skip_reason(model, backend, recipe)
+    if reason:
+        marks.append(pytest.mark.skip(reason=reason))
+    return marks
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    hs = metafunc.config.stash[SESSION_KEY]
+    try:
+        if "accuracy_case" in metafunc.fixturenames:
+            params = [pytest.param(c, id=c.id, marks=_case_marks(hs, c.model, c.backend, c.recipe, "accuracy"))
+                      for c in hs.accuracy_cases()]
+            metafunc.parametrize("accuracy_case", params)
+        if "perf_case" in metafunc.fixturenames:
+            from .perf import perf_cases
+
+            params = [pytest.param(c, id=c.id, marks=_case_marks(hs, c.model, c.backend, c.recipe, "perf")
+                                   + [pytest.mark.xdist_group(f"perf-{c.device_group}")])
+                      for c in perf_cases(hs)]
+            metafunc.parametrize("perf_case", params)
+    except HarnessError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Perf numbers taken while other tests load the same CPU or GPU mean nothing. Under xdist the perf
+    # tests share one xdist group (one worker, one at a time); mixing them with other tests is refused.
+    if is_worker(config) or not config.pluginmanager.hasplugin("xdist"):
+        return
+    if config.getoption("dist", "no") == "no":
+        return
+    perf = [i for i in items if i.get_closest_marker("perf")]
+    if perf and len(perf) != len(items):
+        raise pytest.UsageError(
+            f"{len(perf)} perf tests were selected together with {len(items) - len(perf)} other tests under "
+            "pytest-xdist: their timings would be disturbed. Run `pytest -m perf` on its own (perf tests run "
+            "one at a time), and the other tests with `-m 'not perf'`."
+        )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    if is_worker(config):
+        return
+    hs = config.stash.get(SESSION_KEY, None)
+    if hs is None:
+        return
+    hs.close()
+    from .finish import finish_run
+
+    lines = finish_run(hs)
+    if lines:
+        config.stash[SUMMARY_KEY] = lines
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    lines = config.stash.get(SUMMARY_KEY, None)
+    if lines:
+        terminalreporter.section("harness")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="session")
+def harness_session(request: pytest.FixtureRequest) -> HarnessSession:
+    """This process's harness session: registry, recipes, engine cache, row writer."""
+    return request.config.stash[SESSION_KEY]
+
+
+@pytest.fixture
+def accuracy_check(harness_session: HarnessSession) -> Callable[..., dict[str, Any]]:
+    """Check one accuracy case: ``accuracy_check(case)`` or ``accuracy_check(model, backend, recipe, profile)``."""
+    from .checks import AccuracyGateFailure, check_accuracy
+
+    def check(case: AccuracyCase | str, backend: str = "ort_cpu", recipe: str = "fp32",
+              profile: str | None = None) -> dict[str, Any]:
+        __tracebackhide__ = True
+        if isinstance(case, str):
+            spec = harness_session.model(case)
+            case = AccuracyCase(case, backend, recipe, profile or next(iter(spec.profiles)))
+        return _outcome(lambda: check_accuracy(harness_session, case), AccuracyGateFailure)
+
+    return check
+
+
+def _outcome(run: Callable[[], dict[str, Any]], failure: type[BaseException]) -> dict[str, Any]:
+    """Run a check; turn its failures into a clean pytest failure (the numbers, no traceback) or a skip."""
+    __tracebackhide__ = True
+    fail = skip = None
+    try:
+        return run()
+    except failure as exc:
+        fail = str(exc)
+    except ModeUnsupported as exc:
+        skip = str(exc)
+    except HarnessError as exc:
+        fail = f"{type(exc).__name__}: {exc}"
+    # raised outside the except blocks, so that pytest shows the message once, without a chained traceback
+    if skip is not None:
+        pytest.skip(skip)
+    pytest.fail(fail or "", pytrace=False)

@@ -1,0 +1,150 @@
+"""REPORT.md, derived from result rows and never kept by hand.
+
+One accuracy table per model (backend, recipe, profile, samples, the error statistics, the budgets and the
+verdict, plus how the artifact was built), the failures with their worst samples, and the environment.
+The perf section is rendered by :mod:`harness.perf_report`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from .accuracy import fmt
+from .results import RESULTS, load_results, write_text_atomic
+
+REPORT = "REPORT.md"
+STATUS_MARK = {"pass": "pass", "fail": "**FAIL**", "error": "**ERROR**", "unbudgeted": "no budget"}
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, (int, float)):
+        return fmt(float(v)) if isinstance(v, float) else str(v)
+    return str(v)
+
+
+def _pct(v: Any) -> str:
+    if v is None:
+        return "–"
+    return f"{100.0 * float(v):.2f} %"
+
+
+def _size(n: Any) -> str:
+    if not n:
+        return "–"
+    n = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def recipe_label(row: dict[str, Any]) -> str:
+    return str(row.get("recipe", ""))
+
+
+def accuracy_section(rows: list[dict[str, Any]]) -> list[str]:
+    acc = [r for r in rows if r.get("type") == "accuracy"]
+    if not acc:
+        return []
+    out = ["## Accuracy against the ONNX Runtime FP32 reference", "",
+           "Per sample: relative L2 error `‖y−r‖/‖r‖`; *share > 1 %* is the share of samples whose relative "
+           "error exceeds 1 %; *top-1* is argmax agreement with the reference. Statistics are over the "
+           "evaluation set; the worst output of the model is shown.", ""]
+    by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in acc:
+        by_model[r["model"]].append(r)
+    for model, mrows in by_model.items():
+        out.append(f"### {model}")
+        out.append("")
+        table = []
+        for r in mrows:
+            m = r.get("metrics", {})
+            table.append([
+                r.get("backend"), recipe_label(r), r.get("profile"), r.get("samples"),
+                _num(m.get("rel_l2.mean")), _num(m.get("rel_l2.p99")), _num(m.get("rel_l2.max")),
+                _pct(m.get("rel_l2.share_over_0.01")), _num(m.get("cosine.min")),
+                _pct(m["top1.mean"]) if "top1.mean" in m else "–",
+                "; ".join(b["budget"] for b in r.get("budgets", [])) or "–",
+                STATUS_MARK.get(r.get("status", ""), r.get("status")),
+            ])
+        out.append(tabulate(table, headers=["backend", "recipe", "profile", "samples", "rel_l2 mean", "rel_l2 p99",
+                                            "rel_l2 max", "share > 1 %", "cosine min", "top-1", "budgets", "status"],
+                            tablefmt="github", disable_numparse=True))
+        out.append("")
+        build = [r for r in mrows if r.get("engine_size")]
+        if build:
+            out.append("<details><summary>artifacts</summary>")
+            out.append("")
+            out.append(tabulate(
+                [[r.get("backend"), recipe_label(r), r.get("profile"), _num(r.get("recipe_seconds")),
+                  _num(r.get("build_seconds")), _size(r.get("engine_size")),
+                  "hit" if r.get("cache_hit") else "built", str(r.get("engine_key", ""))[:12]] for r in build],
+                headers=["backend", "recipe", "profile", "recipe s", "build s", "engine size", "cache", "key"],
+                tablefmt="github", disable_numparse=True))
+            out.append("")
+            out.append("</details>")
+            out.append("")
+    return out
+
+
+def failures_section(rows: list[dict[str, Any]]) -> list[str]:
+    bad = [r for r in rows if r.get("status") in ("fail", "error")]
+    if not bad:
+        return []
+    out = ["## Failures", ""]
+    for r in bad:
+        out.append(f"### {r.get('id', r.get('model'))}")
+        out.append("")
+        out.append("```")
+        out.append(str(r.get("message", "")).strip())
+        out.append("```")
+        out.append("")
+    return out
+
+
+def environment_section(env: dict[str, Any]) -> list[str]:
+    if not env:
+        return []
+    keys = sorted(env)
+    return ["## Environment", "", tabulate([[k, env[k]] for k in keys], headers=["", ""], tablefmt="github",
+                                          disable_numparse=True), ""]
+
+
+def render(data: dict[str, Any], *, extra_sections: Iterable[list[str]] = ()) -> str:
+    rows = data.get("rows", [])
+    counts: dict[str, int] = defaultdict(int)
+    for r in rows:
+        counts[r.get("status", "?")] += 1
+    head = [
+        "# Harness report",
+        "",
+        f"Updated {data.get('updated', '?')} (last run `{data.get('last_run', '?')}`). "
+        f"{len(rows)} results: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ".",
+        "",
+        "Generated from `results.json`; re-render with `python -m harness report DIR`.",
+        "",
+    ]
+    from .perf_report import perf_sections
+
+    parts = [head, accuracy_section(rows), *perf_sections(rows), failures_section(rows), *extra_sections,
+             environment_section(data.get("environment", {}))]
+    return "\n".join(line for part in parts for line in part).rstrip() + "\n"
+
+
+def write_report(report_dir: Path, data: dict[str, Any] | None = None, *,
+                 extra_sections: Iterable[list[str]] = ()) -> Path:
+    if data is None:
+        data = load_results(report_dir / RESULTS)
+    path = report_dir / REPORT
+    write_text_atomic(path, render(data, extra_sections=extra_sections))
+    return path

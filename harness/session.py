@@ -1,0 +1,172 @@
+"""One process's view of a harness run: settings, registry, recipes, cache and its row writer.
+
+The pytest plugin makes one per process (the controller and each xdist worker); the command line and the
+benchmarks can make their own. Everything heavy is created on first use.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .backends import BACKENDS, get_backend
+from .cache import Cache
+from .environment import environment
+from .errors import HarnessError
+from .recipes import Recipe, all_recipes
+from .results import ROWS, RowWriter
+from .spec import ModelSpec, Registry, load_registry, select_models
+
+
+@dataclass
+class PerfSettings:
+    modes: list[str] = field(default_factory=lambda: ["serial", "multistream", "threadpool"])
+    batches: list[int] | None = None  # None: each profile's opt batch and 1
+    concurrency: list[int] = field(default_factory=lambda: [2])
+    duration: float = 1.0  # seconds measured, at least
+    warmup: float = 0.3  # seconds of warm-up, discarded
+    min_iters: int = 20
+    resident: list[bool] = field(default_factory=lambda: [True])
+    cuda_graph: list[bool] = field(default_factory=lambda: [False])
+    recipes: list[str] | None = None  # None: the accuracy recipes
+    profiles: list[str] | None = None
+
+
+@dataclass
+class Settings:
+    registry: Path
+    report_dir: Path
+    cache_dir: Path
+    models: list[str] | None = None
+    backends: list[str] = field(default_factory=lambda: ["ort_cpu"])
+    recipes: list[str] | None = None
+    profiles: list[str] | None = None
+    eval_size: int | None = None
+    rebuild: bool = False
+    baseline: Path | None = None
+    perf: PerfSettings = field(default_factory=PerfSettings)
+
+
+@dataclass(frozen=True)
+class AccuracyCase:
+    model: str
+    backend: str
+    recipe: str
+    profile: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}-{self.backend}-{self.recipe}-{self.profile}"
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+class HarnessSession:
+    def __init__(self, settings: Settings, *, run_id: str | None = None, worker: str = "main"):
+        self.settings = settings
+        self.run_id = run_id or new_run_id()
+        self.worker = worker
+        self._writer: RowWriter | None = None
+        self._events: RowWriter | None = None
+        unknown = [b for b in settings.backends if b not in BACKENDS]
+        if unknown:
+            raise HarnessError(f"--backends names unknown backend(s) {', '.join(unknown)}; known: {', '.join(BACKENDS)}")
+
+    # -- lazily created parts
+
+    @functools.cached_property
+    def registry(self) -> Registry:
+        return load_registry(self.settings.registry)
+
+    @functools.cached_property
+    def recipes(self) -> dict[str, Recipe]:
+        return all_recipes(self.registry)
+
+    @functools.cached_property
+    def cache(self) -> Cache:
+        return Cache(self.settings.cache_dir, rebuild=self.settings.rebuild, run_id=self.run_id,
+                     on_event=self._cache_event)
+
+    @property
+    def rows_dir(self) -> Path:
+        return self.settings.report_dir / ROWS / self.run_id
+
+    def write_row(self, row: dict[str, Any]) -> None:
+        if self._writer is None:
+            self._writer = RowWriter(self.rows_dir / f"{self.worker}.jsonl")
+        row.setdefault("run_id", self.run_id)
+        row.setdefault("worker", self.worker)
+        row.setdefault("time", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        row.setdefault("env", environment())
+        self._writer.write(row)
+
+    def _cache_event(self, event: dict[str, Any]) -> None:
+        if self._events is None:
+            self._events = RowWriter(self.rows_dir / f"{self.worker}.cache.jsonl")
+        self._events.write(event)
+
+    def close(self) -> None:
+        for w in (self._writer, self._events):
+            if w is not None:
+                w.close()
+        self._writer = self._events = None
+
+    # -- selection
+
+    def models(self) -> list[ModelSpec]:
+        return select_models(self.registry, self.settings.models)
+
+    def model(self, name: str) -> ModelSpec:
+        if name not in self.registry.models:
+            raise HarnessError(f"unknown model {name!r}; the registry {self.registry.path} has "
+                               f"{', '.join(self.registry.models)}")
+        return self.registry.models[name]
+
+    def recipe(self, name: str) -> Recipe:
+        if name not in self.recipes:
+            raise HarnessError(f"unknown recipe {name!r}; known: {', '.join(self.recipes)}")
+        return self.recipes[name]
+
+    def model_recipes(self, spec: ModelSpec, wanted: list[str] | None = None) -> list[str]:
+        names = spec.recipes or self.registry.default_recipes
+        for n in names:
+            self.recipe(n)
+        if wanted:
+            for n in wanted:
+                self.recipe(n)
+            names = [n for n in names if n in wanted]
+        return names
+
+    def model_profiles(self, spec: ModelSpec, wanted: list[str] | None = None) -> list[str]:
+        names = list(spec.profiles)
+        return [n for n in names if n in wanted] if wanted else names
+
+    def accuracy_cases(self) -> Iterator[AccuracyCase]:
+        for spec in self.models():
+            for backend in self.settings.backends:
+                for recipe in self.model_recipes(spec, self.settings.recipes):
+                    for profile in self.model_profiles(spec, self.settings.profiles):
+                        yield AccuracyCase(spec.name, backend, recipe, profile)
+
+    def skip_reason(self, model: str, backend: str, recipe: str | None = None) -> str | None:
+        """Why a case cannot run here (a missing package, backend or device), or None."""
+        spec = self.model(model)
+        if spec.unavailable:
+            return f"model {model!r} is unavailable: {spec.unavailable}"
+        b = get_backend(backend)
+        reason = b.unavailable()
+        if reason:
+            return f"{backend}: {reason}"
+        if recipe is not None:
+            reason = b.unsupported_recipe(self.recipe(recipe).kind)
+            if reason:
+                return f"{backend} cannot run {recipe}: {reason}"
+        return None
+

@@ -1,0 +1,77 @@
+"""End to end on ONNX Runtime CPU: the gate suite run as users run it, in a separate pytest process."""
+
+import re
+
+from harness.results import comparable
+from tests.helpers import FIXTURES, copy_fixture_model, perturb_initializer, write_registry
+
+
+def test_serial_and_two_workers_give_the_same_report_rows(project):
+    serial = project.run("-m", "accuracy", "--eval-size=8", report="serial")
+    serial.assert_outcomes(passed=8)
+    parallel = project.run("-m", "accuracy", "--eval-size=8", "-n", "2", report="parallel")
+    parallel.assert_outcomes(passed=8)
+    a = [comparable(r) for r in project.results("serial")]
+    b = [comparable(r) for r in project.results("parallel")]
+    assert len(a) == 8 and a == b
+    assert {r["worker"] for r in project.results("parallel")} == {"gw0", "gw1"}
+    # the accuracy tables are the same too (the artifacts' cache column differs: the second run hit)
+    def tables(text):
+        body = text.split("## Accuracy", 1)[1].split("## Environment")[0]
+        return re.sub(r"<details>.*?</details>", "", body, flags=re.S)
+
+    assert tables(project.report("serial")) == tables(project.report("parallel"))
+    assert re.search(r"\| ort_cpu +\| fp32 +\| dynamic +\| 8 ", project.report("serial"))
+
+
+def test_a_perturbed_weight_fails_its_gate_naming_the_worst_samples(project, tmp_path):
+    original = copy_fixture_model("classifier", tmp_path)
+    perturb_initializer(original, tmp_path / "broken.onnx", "w_4", (3, 0, 1, 1), 40.0)
+    registry = write_registry(tmp_path, """
+        [models.classifier]
+        path = "broken.onnx"
+        reference = "classifier.onnx"
+        [models.classifier.inputs.image]
+        range = [-2.1, 2.6]
+        distribution = "smooth"
+        [models.classifier.outputs.logits]
+        class_axis = 1
+        [models.classifier.evaluation]
+        size = 16
+        [models.classifier.profiles]
+        dynamic = { min = "image:1x3x224x224", opt = "image:4x3x224x224", max = "image:8x3x224x224" }
+        [models.classifier.budgets]
+        fp32 = ["p99(rel_l2) <= 1e-5"]
+        """)
+    result = project.run("-m", "accuracy", registry=registry)
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "accuracy gate failed for classifier-ort_cpu-fp32-dynamic over 16 samples" in out
+    m = re.search(r"p99\(rel_l2\) <= 1e-5: measured ([0-9.e+-]+) \(bound <= 1.000e-05\)", out)
+    assert m and float(m.group(1)) > 1e-3, out
+    worst = re.search(r"worst samples: (#\d+ \([0-9.e+-]+\)(, )?){5}", out)
+    assert worst, out
+    assert "report: " in out and "REPORT.md" in out
+    row = project.results()[0]
+    assert row["status"] == "fail" and row["metrics"]["rel_l2.p99"] > 1e-3
+    assert "**FAIL**" in project.report() and "## Failures" in project.report()
+
+
+def test_rows_already_written_survive_and_the_report_can_be_rerendered(project, tmp_path):
+    project.run("-m", "accuracy", "--eval-size=4", "--models=ranker").assert_outcomes(passed=2)
+    (project.path / "reports" / "results.json").unlink()
+    (project.path / "reports" / "REPORT.md").unlink()
+    from harness.cli import main
+
+    assert main(["report", str(project.path / "reports")]) == 0
+    assert len(project.results()) == 2
+    assert "### ranker" in project.report()
+
+
+def test_the_bundled_model_files_regenerate_byte_for_byte():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(FIXTURES / "make_models.py"), "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("ok ") == 5

@@ -1,0 +1,101 @@
+"""The registry rejects bad entries with an error naming the registry, the model and the field."""
+
+import re
+
+import numpy as np
+import pytest
+
+from harness.errors import RegistryError
+from harness.spec import load_registry
+from tests.helpers import FIXTURES, mlp_model, write_registry
+
+GOOD = """
+[models.mlp]
+path = "mlp.onnx"
+[models.mlp.inputs.x]
+range = [-1, 1]
+[models.mlp.profiles]
+dynamic = {{ min = "x:1x8", opt = "x:4x8", max = "x:16x8" }}
+{extra}
+"""
+
+
+@pytest.fixture
+def folder(tmp_path):
+    mlp_model(tmp_path / "mlp.onnx")
+    return tmp_path
+
+
+def load(folder, body):
+    return load_registry(write_registry(folder, body))
+
+
+def test_the_bundled_registry_loads_and_matches_its_models():
+    reg = load_registry(FIXTURES / "models.toml")
+    assert {"classifier", "segmenter", "ranker", "encoder"} <= set(reg.models)
+    seg = reg.models["segmenter"]
+    assert seg.inputs["image"].dims == ("batch", 3, "height", "width")
+    assert seg.profiles["dynamic"].max["image"] == (8, 3, 512, 512)
+    assert seg.profiles["fixed"].fixed
+
+
+def test_a_good_entry_loads(folder):
+    spec = load(folder, GOOD.format(extra="")).models["mlp"]
+    assert spec.inputs["x"].dims == ("batch", 8) and spec.inputs["x"].batch_axis == 0
+    assert spec.output_batch_axes == {"y": 0}
+
+
+@pytest.mark.parametrize("body, field, problem", [
+    (GOOD.format(extra="").replace('"mlp.onnx"', '"missing.onnx"'), "path", "ONNX file not found"),
+    (GOOD.format(extra="[models.mlp.inputs.image]\nrange = [0, 1]"), "inputs.image", "unknown input name"),
+    (GOOD.format(extra="").replace('"x:4x8"', '"x:4by8"'), "profiles.dynamic", "dimensions must be positive integers"),
+    (GOOD.format(extra="").replace('"x:4x8"', '"4x8"'), "profiles.dynamic", "no input name"),
+    (GOOD.format(extra="").replace('"x:1x8"', '"y:1x8"'), "profiles.dynamic", "same inputs"),
+    (GOOD.format(extra="").replace('"x:16x8"', '"x:16x9"'), "profiles.dynamic", "does not fit its shape"),
+    (GOOD.format(extra='[models.mlp.budgets]\nfp16 = ["p95(rel_l2) <= 1%"]'), "budgets.fp16", "STAT is one of"),
+    (GOOD.format(extra='[models.mlp.budgets]\nfp16 = ["p99(relative) <= 1%"]'), "budgets.fp16", "unknown metric"),
+    (GOOD.format(extra="[models.mlp.inputs.x.extra]"), "inputs.x.extra", "unknown field"),
+    (GOOD.format(extra="").replace("range = [-1, 1]", "range = [1, -1]"), "inputs.x.range", "low <= high"),
+    (GOOD.format(extra='[models.mlp.evaluation]\nsamples = "nope.npz"'), "evaluation.samples", "not found"),
+])
+def test_bad_entries_name_model_and_field(folder, body, field, problem):
+    with pytest.raises(RegistryError) as err:
+        load(folder, body)
+    msg = str(err.value)
+    assert "models.toml: model 'mlp', field " in msg
+    assert err.value.field == field, msg
+    assert problem in msg
+
+
+def test_a_changed_model_file_is_refused_until_its_hash_is_updated(folder):
+    body = GOOD.format(extra="").replace('path = "mlp.onnx"', 'path = "mlp.onnx"\nsha256 = "' + "0" * 64 + '"')
+    with pytest.raises(RegistryError, match=re.escape("field 'sha256'")):
+        load(folder, body)
+
+
+def test_samples_must_match_the_inputs(folder):
+    np.savez(folder / "s.npz", x=np.zeros((10, 7), np.float32))
+    body = GOOD.format(extra='[models.mlp.evaluation]\nsamples = "s.npz"')
+    with pytest.raises(RegistryError, match=r"array 'x' has shape \(10, 7\); expected \(samples, 8\)"):
+        load(folder, body)
+    np.savez(folder / "s.npz", x=np.zeros((10, 8), np.float64))
+    with pytest.raises(RegistryError, match="does not convert safely"):
+        load(folder, body)
+    np.savez(folder / "s.npz", x=np.zeros((10, 8), np.float16))  # float16 widens exactly: accepted
+    assert load(folder, body).models["mlp"].samples is not None
+
+
+def test_dynamic_inputs_need_a_profile_shape_and_shared_dims_agree(tmp_path):
+    from tests.helpers import FIXTURES as F
+
+    body = f"""
+    [models.r]
+    path = "{F / 'models' / 'ranker.onnx'}"
+    [models.r.profiles]
+    p = {{ shapes = "ids:4x8" }}
+    """
+    with pytest.raises(RegistryError, match="input 'dense' has dynamic dimensions"):
+        load(tmp_path, body)
+    body = body.replace('"ids:4x8"', '"ids:4x8,dense:5x13"')
+    with pytest.raises(RegistryError, match="dimension 'batch' is 4 for input 'ids' but 5 for input 'dense'"):
+        load(tmp_path, body)
