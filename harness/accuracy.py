@@ -533,12 +533,16 @@ def failure_message(verdict: Verdict, summaries: Mapping[str, OutputSummary], *,
         )
     for p in verdict.problems:
         lines.append(f"  {p}")
+    shown: set[tuple[str, str]] = set()
     for r in verdict.results:
         if r.passed:
             continue
         b, s = r.budget, summaries[r.output]
         st = s.stats[b.metric]
         lines.append(f"  output {r.output!r}: {b.label}: measured {fmt(r.value)} (bound {b.op} {fmt(b.bound)})")
+        if (r.output, b.metric) in shown:
+            continue
+        shown.add((r.output, b.metric))
         lines.append(
             f"    {b.metric}: mean {fmt(st.mean)}  p50 {fmt(st.stat('p50'))}  p90 {fmt(st.stat('p90'))}  "
             f"p99 {fmt(st.stat('p99'))}  max {fmt(st.stat('max'))}  min {fmt(st.stat('min'))}"

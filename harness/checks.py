@@ -14,7 +14,7 @@ from typing import Any
 
 from .accuracy import METRICS, AccuracyAccumulator, OutputSummary, Verdict, evaluate, failure_message
 from .backends import get_backend
-from .data import SampleSet, unpad
+from .data import SampleSet, batch_size_of, unpad
 from .errors import HarnessError, ModeUnsupported
 from .recipes import apply_recipe
 from .reference import reference_outputs
@@ -71,22 +71,25 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
         raise HarnessError(f"model {spec.name!r} has no profile {case.profile!r} (it has {', '.join(spec.profiles)})")
     profile = spec.profiles[case.profile]
     backend = get_backend(case.backend)
+    # every key field is set before anything can fail, so that an error row and a later good row of the
+    # same case replace each other in results.json
     row: dict[str, Any] = {
         "type": "accuracy", "id": case.id, "model": spec.name, "backend": backend.name, "recipe": recipe.name,
-        "recipe_kind": recipe.kind, "recipe_params": recipe.options, "profile": profile.name,
-        "profile_shapes": profile.describe(), "backend_version": backend.version(),
+        "profile": profile.name, "batch": batch_size_of(spec, profile), "recipe_kind": recipe.kind,
+        "recipe_params": recipe.options, "profile_shapes": profile.describe(), "backend_version": backend.version(),
     }
     t0 = time.perf_counter()
     try:
+        # the samples' shapes are checked against the profile before anything is built or run
+        samples = SampleSet(spec, profile, size=hs.settings.eval_size)
+        samples.check_profile()
+        row.update(samples=samples.count, data="real" if samples.real else "generated")
         art = apply_recipe(recipe, spec, hs.cache)
         row.update(recipe_info=art.info, recipe_seconds=round(art.seconds, 3), recipe_hit=art.hit)
         label = f"{spec.name}/{backend.name}/{recipe.name}-{profile.name}"
         engine = backend.build(art.path, profile, hs.cache, label=label, model_hash=art.model_hash)
         row.update(build_seconds=round(engine.entry.build_seconds, 3), engine_size=engine.entry.size,
                    cache_hit=engine.entry.hit, engine_key=engine.entry.key)
-        samples = SampleSet(spec, profile, size=hs.settings.eval_size)
-        samples.check_profile()
-        row.update(samples=samples.count, batch=samples.batch, data="real" if samples.real else "generated")
         ref = reference_outputs(hs.cache, spec, samples)
         row["setup_seconds"] = round(time.perf_counter() - t0, 3)
         budgets = spec.budgets_for(recipe.name, recipe.kind)
@@ -100,7 +103,7 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
         row.update(status="skipped", message=str(exc))
         hs.write_row(row)
         raise
-    except HarnessError as exc:
+    except Exception as exc:  # whatever broke, the row says so before the test reports it
         row.update(status="error", message=f"{type(exc).__name__}: {exc}")
         hs.write_row(row)
         raise
@@ -109,10 +112,15 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
     row.update(summary_fields(summaries))
     row.update(verdict_fields(verdict))
     row["seconds"] = round(time.perf_counter() - t0, 3)
+    known = spec.known_failures.get(recipe.name)
     if not budgets and verdict.passed:
         row["status"] = "unbudgeted"
+    elif verdict.passed:
+        row["status"] = "pass"
     else:
-        row["status"] = "pass" if verdict.passed else "fail"
+        row["status"] = "known failure" if known else "fail"
+    if known:
+        row["known_failure"] = known
     message = None
     if not verdict.passed:
         message = failure_message(verdict, summaries, case=case.id, samples=samples.count,

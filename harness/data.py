@@ -71,6 +71,12 @@ def generate_sample(spec: InputSpec, shape: Shape, seed: int, index: int, stream
     return (lo + (hi - lo) * rng.random(size=shape)).astype(spec.dtype)
 
 
+def _from_storage(arr: np.ndarray, spec: InputSpec) -> np.ndarray:
+    if (spec.sample_scale, spec.sample_offset) != (1.0, 0.0):
+        arr = arr.astype(np.float64) * spec.sample_scale + spec.sample_offset
+    return arr.astype(spec.dtype, copy=False)
+
+
 def _smooth(rng: np.random.Generator, shape: Shape, lo: float, hi: float) -> np.ndarray:
     """Image-like values: a low-frequency field (16x coarser along the last two axes) plus fine noise."""
     if len(shape) < 2:
@@ -97,7 +103,7 @@ class SampleSet:
         if real:
             assert spec.samples is not None
             with np.load(spec.samples.path, allow_pickle=False) as data:
-                arrays = {k: data[k].astype(spec.inputs[k].dtype, copy=False) for k in spec.inputs}
+                arrays = {k: _from_storage(data[k], spec.inputs[k]) for k in spec.inputs}
             total = next(iter(arrays.values())).shape[0]
             reserve = spec.calibration_size
             if total <= reserve:
@@ -142,7 +148,8 @@ class SampleSet:
             "seed": self.spec.eval_seed,
             "real": self.spec.samples.sha256 if self.real and self.spec.samples else None,
             "inputs": {
-                k: [s.dtype.name, list(self.sample_shapes[k]), s.low, s.high, s.distribution, s.batch_axis]
+                k: [s.dtype.name, list(self.sample_shapes[k]), s.low, s.high, s.distribution, s.batch_axis,
+                    s.sample_scale, s.sample_offset]
                 for k, s in sorted(self.spec.inputs.items())
             },
         }

@@ -57,6 +57,8 @@ def reference_outputs(cache: Cache, spec: ModelSpec, samples: SampleSet) -> Refe
         "samples": samples.key(),
         "onnxruntime": ort.__version__,
         "config": CONFIG,
+        # how outputs are laid out on disk (samples along axis 0, moved from each output's batch axis)
+        "output_batch_axes": dict(sorted(spec.output_batch_axes.items())),
     }
 
     def build(folder: Path) -> dict[str, Any]:

@@ -18,7 +18,8 @@ from .accuracy import fmt
 from .results import RESULTS, load_results, write_text_atomic
 
 REPORT = "REPORT.md"
-STATUS_MARK = {"pass": "pass", "fail": "**FAIL**", "error": "**ERROR**", "unbudgeted": "no budget"}
+STATUS_MARK = {"pass": "pass", "fail": "**FAIL**", "error": "**ERROR**", "unbudgeted": "no budget",
+               "known failure": "fails (known)", "skipped": "skipped"}
 
 
 def _num(v: Any) -> str:
@@ -52,6 +53,53 @@ def recipe_label(row: dict[str, Any]) -> str:
     return str(row.get("recipe", ""))
 
 
+KIND_ORDER = {"fp32": 0, "fp16": 1, "bf16": 2, "int8": 3}
+
+
+def recipe_order(row: dict[str, Any]) -> tuple[Any, ...]:
+    """Rows in reading order: backend, then precision from fp32 down to int8, then recipe and profile."""
+    return (str(row.get("backend")), KIND_ORDER.get(str(row.get("recipe_kind")), 9), str(row.get("recipe")),
+            str(row.get("profile")))
+
+
+def calibration_label(row: dict[str, Any]) -> str:
+    info = row.get("recipe_info") or {}
+    if row.get("recipe_kind") != "int8":
+        return "–"
+    params = row.get("recipe_params") or {}
+    weights = "per-channel" if params.get("per_channel") else "per-tensor"
+    return f"{params.get('method', '?')}, {weights}, {info.get('calibration_samples', '?')} {info.get('calibration_source', '?')}"
+
+
+def recipe_summary(row: dict[str, Any]) -> str:
+    """What a recipe did to the graph, in one line."""
+    info = row.get("recipe_info") or {}
+    kind = row.get("recipe_kind")
+    parts: list[str] = []
+    if info.get("opset_upgraded_to"):
+        parts.append(f"opset upgraded to {info['opset_upgraded_to']}")
+    if kind in ("fp16", "bf16"):
+        converted = sum((info.get("nodes_converted") or {}).values())
+        parts.append(f"{converted} nodes in {kind}, {info.get('nodes_kept_fp32_count', 0)} kept in fp32")
+        folded = info.get("batchnorm_folded_into_conv", 0) + info.get("batchnorm_to_mul_add", 0)
+        if folded:
+            parts.append(f"{folded} BatchNorms folded")
+        parts.append(f"{info.get('casts_inserted', 0)} casts")
+        for key, label in (("weights_clamped", "weights clamped"), ("weights_underflowed", "weights underflowed")):
+            if info.get(key):
+                parts.append(f"{info[key]} {label}")
+    elif kind == "int8":
+        quantized = sum((info.get("nodes_quantized") or {}).values())
+        left = sum((info.get("nodes_left_fp32") or {}).values())
+        parts.append(f"{info.get('qdq_pairs', 0)} Q/DQ pairs, {quantized} nodes on int8 inputs, {left} left in fp32")
+    validation = info.get("validation") or {}
+    if str(validation.get("onnxruntime_cpu", "")).startswith("cannot"):
+        parts.append("ORT CPU cannot run it")
+    if info.get("warning"):
+        parts.append(f"WARNING: {info['warning']}")
+    return "; ".join(parts) or "–"
+
+
 def accuracy_section(rows: list[dict[str, Any]]) -> list[str]:
     acc = [r for r in rows if r.get("type") == "accuracy"]
     if not acc:
@@ -64,23 +112,29 @@ def accuracy_section(rows: list[dict[str, Any]]) -> list[str]:
     for r in acc:
         by_model[r["model"]].append(r)
     for model, mrows in by_model.items():
+        mrows = sorted(mrows, key=recipe_order)
         out.append(f"### {model}")
         out.append("")
         table = []
         for r in mrows:
             m = r.get("metrics", {})
             table.append([
-                r.get("backend"), recipe_label(r), r.get("profile"), r.get("samples"),
+                r.get("backend"), recipe_label(r), r.get("profile"), calibration_label(r), r.get("samples"),
                 _num(m.get("rel_l2.mean")), _num(m.get("rel_l2.p99")), _num(m.get("rel_l2.max")),
                 _pct(m.get("rel_l2.share_over_0.01")), _num(m.get("cosine.min")),
                 _pct(m["top1.mean"]) if "top1.mean" in m else "–",
                 "; ".join(b["budget"] for b in r.get("budgets", [])) or "–",
                 STATUS_MARK.get(r.get("status", ""), r.get("status")),
             ])
-        out.append(tabulate(table, headers=["backend", "recipe", "profile", "samples", "rel_l2 mean", "rel_l2 p99",
+        out.append(tabulate(table, headers=["backend", "recipe", "profile", "calibration", "samples", "rel_l2 mean",
+                                            "rel_l2 p99",
                                             "rel_l2 max", "share > 1 %", "cosine min", "top-1", "budgets", "status"],
                             tablefmt="github", disable_numparse=True))
         out.append("")
+        recipes = {r.get("recipe"): r for r in mrows if r.get("recipe_info")}
+        if recipes:
+            out.append("Recipes: " + " · ".join(f"**{name}** {recipe_summary(r)}" for name, r in recipes.items()))
+            out.append("")
         build = [r for r in mrows if r.get("engine_size")]
         if build:
             out.append("<details><summary>artifacts</summary>")
@@ -98,17 +152,19 @@ def accuracy_section(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def failures_section(rows: list[dict[str, Any]]) -> list[str]:
-    bad = [r for r in rows if r.get("status") in ("fail", "error")]
-    if not bad:
-        return []
-    out = ["## Failures", ""]
-    for r in bad:
-        out.append(f"### {r.get('id', r.get('model'))}")
-        out.append("")
-        out.append("```")
-        out.append(str(r.get("message", "")).strip())
-        out.append("```")
-        out.append("")
+    out: list[str] = []
+    for title, statuses in (("Failures", ("fail", "error")), ("Known failures", ("known failure",)),
+                            ("Skipped", ("skipped",))):
+        bad = [r for r in rows if r.get("status") in statuses]
+        if not bad:
+            continue
+        out += [f"## {title}", ""]
+        for r in bad:
+            out.append(f"### {r.get('id', r.get('model'))}")
+            out.append("")
+            if r.get("known_failure"):
+                out += [f"Known: {r['known_failure']}", ""]
+            out += ["```", str(r.get("message", "")).strip(), "```", ""]
     return out
 
 

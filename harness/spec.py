@@ -54,6 +54,9 @@ class InputSpec:
     high: float
     distribution: str = "uniform"
     batch_axis: int | None = 0
+    # real samples stored in another form (uint8 images) map to the input as stored * scale + offset
+    sample_scale: float = 1.0
+    sample_offset: float = 0.0
 
     @property
     def is_integer(self) -> bool:
@@ -88,6 +91,8 @@ class ModelSpec:
     unavailable: str | None = None  # why the model cannot be used here (e.g. its package is missing)
     sha256: str = ""
     reference_path: Path | None = None  # the FP32 model the reference comes from (default: path)
+    # recipe name -> why its gate is known to fail: the case is an expected failure (strict)
+    known_failures: dict[str, str] = field(default_factory=dict)
 
     @property
     def reference_model(self) -> Path:
@@ -156,7 +161,7 @@ def load_registry(path: str | Path) -> Registry:
 
 
 _MODEL_KEYS = {"path", "package", "sha256", "reference", "description", "inputs", "outputs", "profiles",
-               "budgets", "evaluation", "calibration", "recipes"}
+               "budgets", "evaluation", "calibration", "recipes", "known_failures"}
 
 
 def _parse_model(name: str, entry: dict, base: Path, src: str, default_budgets: dict[str, list[Budget]]) -> ModelSpec:
@@ -191,6 +196,9 @@ def _parse_model(name: str, entry: dict, base: Path, src: str, default_budgets: 
             raise RegistryError(src, name, "reference", f"reference ONNX file not found: {reference_path}")
     budgets = dict(default_budgets)
     budgets.update(_parse_budgets(entry.get("budgets", {}), src, name, "budgets"))
+    known = entry.get("known_failures", {})
+    if not isinstance(known, dict) or not all(isinstance(v, str) and v for v in known.values()):
+        raise RegistryError(src, name, "known_failures", "must be a table: recipe name = \"why it fails\"")
 
     evaluation = entry.get("evaluation", {})
     _only_keys(evaluation, {"size", "seed", "samples"}, src, name, "evaluation")
@@ -231,6 +239,7 @@ def _parse_model(name: str, entry: dict, base: Path, src: str, default_budgets: 
         unavailable=unavailable,
         sha256=spec_sha,
         reference_path=reference_path,
+        known_failures=dict(known),
     )
     if unavailable is not None:
         return spec
@@ -265,7 +274,7 @@ def _onnx_io(path: Path, src: str, name: str) -> tuple[dict[str, tuple[Any, tupl
             tt = v.type.tensor_type
             dims: list[Dim | None] = []
             for d in tt.shape.dim:
-                if d.HasField("dim_value"):
+                if d.HasField("dim_value") and d.dim_value > 0:
                     dims.append(int(d.dim_value))
                 elif d.HasField("dim_param"):
                     dims.append(str(d.dim_param))
@@ -288,7 +297,8 @@ def _parse_inputs(raw: dict, graph_inputs: dict, src: str, name: str) -> dict[st
     for inp, (onnx_dtype, model_dims) in graph_inputs.items():
         entry = raw.get(inp, {})
         fld = f"inputs.{inp}"
-        _only_keys(entry, {"dtype", "shape", "range", "distribution", "batch_axis"}, src, name, fld)
+        _only_keys(entry, {"dtype", "shape", "range", "distribution", "batch_axis", "sample_scale", "sample_offset"},
+                   src, name, fld)
         dtype_name = entry.get("dtype")
         if dtype_name is None:
             if onnx_dtype is None or isinstance(onnx_dtype, str):
@@ -317,7 +327,14 @@ def _parse_inputs(raw: dict, graph_inputs: dict, src: str, name: str) -> dict[st
         batch_axis = entry.get("batch_axis", 0 if dims and isinstance(dims[0], str) else None)
         if batch_axis is not None and not (isinstance(batch_axis, int) and 0 <= batch_axis < len(dims)):
             raise RegistryError(src, name, f"{fld}.batch_axis", f"must be an axis of the {len(dims)}-d input, got {batch_axis!r}")
-        specs[inp] = InputSpec(inp, dtype, dims, float(rng[0]), float(rng[1]), dist, batch_axis)
+        scale, offset = entry.get("sample_scale", 1.0), entry.get("sample_offset", 0.0)
+        for key, value in (("sample_scale", scale), ("sample_offset", offset)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise RegistryError(src, name, f"{fld}.{key}", f"must be a number, got {value!r}")
+        if (scale, offset) != (1.0, 0.0) and not np.issubdtype(dtype, np.floating):
+            raise RegistryError(src, name, f"{fld}.sample_scale", "scale/offset apply to real-valued inputs only")
+        specs[inp] = InputSpec(inp, dtype, dims, float(rng[0]), float(rng[1]), dist, batch_axis, float(scale),
+                               float(offset))
     return specs
 
 
@@ -354,9 +371,8 @@ def _parse_outputs(raw: dict, graph_outputs: dict, spec: ModelSpec, src: str, na
         if "batch_axis" in entry:
             bax = entry["batch_axis"]
         else:
-            bax = 0 if (batch_dim is not None and dims and dims[0] == batch_dim) else None
-            if bax is None and dims and isinstance(dims[0], str) and batch_dim is not None:
-                bax = 0  # exporters often rename the batch dim on outputs
+            # a dynamic first dimension (named or not: exporters often rename it on outputs) is the batch
+            bax = 0 if (batch_dim is not None and dims and not isinstance(dims[0], int)) else None
         configs[out] = OutputConfig(class_axis=cax)
         batch_axes[out] = bax
     return configs, batch_axes

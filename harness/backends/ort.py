@@ -38,14 +38,16 @@ def free_dimension_overrides(model: Path, profile: Profile) -> dict[str, int]:
     import onnx
 
     graph = onnx.load(str(model), load_external_data=False).graph
-    overrides: dict[str, int] = {}
+    values: dict[str, set[int]] = {}
     for inp in graph.input:
         if inp.name not in profile.opt:
             continue
         for d, value in zip(inp.type.tensor_type.shape.dim, profile.opt[inp.name]):
             if d.HasField("dim_param"):
-                overrides[d.dim_param] = value
-    return overrides
+                values.setdefault(d.dim_param, set()).add(value)
+    # exporters reuse placeholder names such as "?" for unrelated dimensions: a name that would get two
+    # different values is left free rather than pinned wrongly
+    return {name: v.pop() for name, v in values.items() if len(v) == 1}
 
 
 def quiet_session_options(ort: Any) -> Any:
@@ -152,7 +154,10 @@ class OrtCpuRunner(Runner):
         if options.cuda_graph:
             raise ModeUnsupported("CUDA graphs need a GPU backend; ort_cpu has none")
         self.options = options
-        self.session = backend.session(engine.path, overrides=engine.overrides, options=options)
+        try:
+            self.session = backend.session(engine.path, overrides=engine.overrides, options=options)
+        except Exception as exc:  # a cached engine that ORT cannot load: say which and why
+            raise BuildError(f"{backend.name}: cannot load engine {engine.path}: {str(exc).strip()[:500]}") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._feeds: dict[str, np.ndarray] = {}
@@ -189,6 +194,9 @@ class OrtCpuRunner(Runner):
         self._done.set()
 
     def submit(self) -> None:
+        if self.options.threads == 1:
+            # with one intra-op thread ORT has no pool: the caller computes, and run_async has nowhere to go
+            raise ModeUnsupported("ort_cpu: run_async needs a session with at least 2 intra-op threads")
         self._done.clear()
         self.session.run_async(self.output_names, self._feeds, self._callback, None)
 

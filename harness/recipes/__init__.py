@@ -10,6 +10,7 @@ Recipes are named in the registry (``[recipes.NAME]``, with ``kind`` and paramet
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +22,22 @@ from ..spec import ModelSpec, Registry
 
 KINDS = ("fp32", "fp16", "bf16", "int8")
 
+
+class RecipeWarning(UserWarning):
+    """A recipe produced something usable but suspicious (it quantized nothing, clamped weights...)."""
+
 BUILTIN: dict[str, dict[str, Any]] = {
     "fp32": {"kind": "fp32"},
+    "fp16": {"kind": "fp16"},
+    "bf16": {"kind": "bf16"},
+    "int8-minmax": {"kind": "int8", "method": "minmax"},
+    "int8-entropy": {"kind": "int8", "method": "entropy"},
+    "int8-percentile": {"kind": "int8", "method": "percentile"},
+    "int8-minmax-pc": {"kind": "int8", "method": "minmax", "per_channel": True},
+    "int8-minmax-generated": {"kind": "int8", "method": "minmax", "calibration": "generated"},
 }
+# bump when a transform changes what it writes: every cached artifact of that kind is then rebuilt
+RECIPE_VERSION = {"fp16": 1, "bf16": 1, "int8": 1}
 
 
 @dataclass(frozen=True)
@@ -81,6 +95,94 @@ def all_recipes(registry: Registry) -> dict[str, Recipe]:
 
 def apply_recipe(recipe: Recipe, spec: ModelSpec, cache: Cache) -> RecipeArtifact:
     """The recipe's ONNX for ``spec``: built once and cached; fp32 is the source model itself."""
-    if recipe.kind == "fp32" and not recipe.params:
+    if recipe.kind == "fp32":
         return RecipeArtifact(recipe, spec.path, spec.model_bytes_hash(), {"transform": "none (source model)"})
-    raise RecipeError(f"recipe {recipe.name!r} ({recipe.kind}) is not available")
+    parts, calibration = recipe_key_parts(recipe, spec)
+
+    def build(path: Path) -> dict[str, Any]:
+        from .validate import validate
+
+        info = _transform(recipe, spec, path, calibration)
+        info["validation"] = validate(path, spec)
+        return info
+
+    entry = cache.get_or_build("recipes", f"{spec.name}/{recipe.name}", parts, "model.onnx", build)
+    info = entry.info
+    if info.get("warning"):
+        warnings.warn(RecipeWarning(f"recipe {recipe.name!r}: {info['warning']}"), stacklevel=2)
+    if calibration is not None:
+        info = {**info, "calibration_source": "real" if calibration.real else "generated",
+                "calibration_samples": calibration.count}
+    return RecipeArtifact(recipe, entry.path, entry.meta["sha256"], info, entry)
+
+
+def recipe_key_parts(recipe: Recipe, spec: ModelSpec) -> tuple[dict[str, Any], Any]:
+    """What a recipe artifact depends on (its cache key parts), and its calibration set if it has one."""
+    import onnx
+
+    parts: dict[str, Any] = {
+        "model": spec.model_bytes_hash(),
+        "recipe": recipe.kind,
+        "params": recipe.options,
+        "recipe_version": RECIPE_VERSION[recipe.kind],
+        "onnx": onnx.__version__,
+    }
+    calibration = None
+    if recipe.kind == "int8":
+        import onnxruntime
+
+        calibration = calibration_set(spec, recipe.options)
+        parts["onnxruntime"] = onnxruntime.__version__
+        parts["calibration"] = calibration.key()
+    return parts, calibration
+
+
+def calibration_set(spec: ModelSpec, params: dict[str, Any]) -> Any:
+    """The calibration samples of an int8 recipe (real ones reserved in the registry, or generated)."""
+    from ..data import SampleSet
+
+    source = params["calibration"]
+    if source == "auto":
+        source = spec.calibration_source
+    if source == "real" and spec.samples is None:
+        raise RecipeError(f"model {spec.name!r} has no real samples to calibrate on (set evaluation.samples "
+                          "in the registry, or calibration = \"generated\" in the recipe)")
+    profile = next(iter(spec.profiles.values()))
+    size = int(params["calibration_size"]) or spec.calibration_size
+    if source == "real" or (source == "auto" and spec.samples is not None):
+        size = min(size, spec.calibration_size)  # only the reserved samples
+    return SampleSet(spec, profile, size=size, purpose="calibration", source=source)
+
+
+def _transform(recipe: Recipe, spec: ModelSpec, path: Path, calibration: Any) -> dict[str, Any]:
+    import onnx
+
+    params = recipe.options
+    model = onnx.load(str(spec.path))
+    if recipe.kind in ("fp16", "bf16"):
+        from .float16 import convert_float
+        from .graph import opset_of, upgrade_opset
+
+        info: dict[str, Any] = {}
+        target = int(params["opset"])
+        if target and opset_of(model) < target:
+            try:
+                model = upgrade_opset(model, target)
+                info["opset_upgraded_to"] = target
+            except Exception as exc:  # keep the model's opset: ops without a bf16 schema there stay FP32
+                info["opset_upgrade_failed"] = f"opset {opset_of(model)} -> {target}: {str(exc)[:200]}"
+        converted, conv_info = convert_float(model, recipe.kind, block_ops=tuple(params["block_ops"]),
+                                             fold=bool(params["fold"]))
+        info.update(conv_info)
+        onnx.save(converted, str(path))
+        return info
+    if recipe.kind == "int8":
+        from .int8 import quantize
+
+        # equal batches: ONNX Runtime's histogram calibrators stack them and fail on a short last batch
+        batch = max(d for d in range(1, min(calibration.batch, 8) + 1) if calibration.count % d == 0)
+        feeds = (b.feeds for b in calibration.batches(batch))
+        return quantize(model, path, feeds, model_name=spec.name, method=params["method"],
+                        per_channel=bool(params["per_channel"]), op_types=list(params["op_types"]),
+                        percentile=float(params.get("percentile", 99.999)), preprocess=bool(params["preprocess"]))
+    raise RecipeError(f"recipe {recipe.name!r}: unknown kind {recipe.kind!r}")

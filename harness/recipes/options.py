@@ -1,4 +1,4 @@
-"""Which parameters each recipe kind accepts, with their defaults."""
+"""Which parameters each recipe kind accepts, with their defaults and checks."""
 
 from __future__ import annotations
 
@@ -7,6 +7,15 @@ from typing import Any
 
 OPTIONS: dict[str, dict[str, Any]] = {
     "fp32": {},
+    # block_ops: op types kept in FP32 (Casts around them); fold: fold BatchNorm and constants first;
+    # opset: upgrade the model first (bf16 Conv / pooling need opset 22); 0 keeps the model's opset
+    "fp16": {"block_ops": [], "fold": True, "opset": 0},
+    "bf16": {"block_ops": [], "fold": True, "opset": 22},
+    # calibration: auto (real samples when the model has them) | real | generated (from the registry's
+    # ranges); calibration_size: 0 means the model's calibration.size; op_types: [] quantizes every op type
+    # ONNX Runtime can, e.g. ["Conv", "MatMul", "Gemm"] restricts it
+    "int8": {"method": "minmax", "per_channel": False, "op_types": [], "calibration": "auto",
+             "calibration_size": 0, "percentile": 99.999, "preprocess": True},
 }
 
 
@@ -18,4 +27,22 @@ def check_options(kind: str, given: Mapping[str, Any]) -> dict[str, Any]:
                          f"allowed: {', '.join(sorted(allowed)) or 'none'}")
     params = dict(allowed)
     params.update(given)
+    for key, default in allowed.items():
+        value = params[key]
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ValueError(f"{key} must be true or false, got {value!r}")
+        if isinstance(default, list) and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise ValueError(f"{key} must be a list of op type names, got {value!r}")
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and (
+                not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
+            raise ValueError(f"{key} must be a non-negative number, got {value!r}")
+    if kind == "int8":
+        if params["method"] not in ("minmax", "entropy", "percentile"):
+            raise ValueError(f"method must be minmax, entropy or percentile, got {params['method']!r}")
+        if params["calibration"] not in ("auto", "real", "generated"):
+            raise ValueError(f"calibration must be auto, real or generated, got {params['calibration']!r}")
+        if not 50.0 < float(params["percentile"]) <= 100.0:
+            raise ValueError(f"percentile must be in (50, 100], got {params['percentile']!r}")
+        if params["method"] != "percentile":
+            params.pop("percentile")  # irrelevant: keep it out of keys and rows
     return params

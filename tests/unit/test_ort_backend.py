@@ -1,0 +1,78 @@
+"""The ONNX Runtime CPU backend and the accuracy check's handling of shapes and profiles."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from harness.backends import get_backend
+from harness.backends.base import RunnerOptions
+from harness.cache import Cache
+from harness.checks import check_accuracy
+from harness.errors import ModeUnsupported, ProfileError
+from harness.session import AccuracyCase, HarnessSession, Settings
+from harness.spec import load_registry
+from tests.helpers import FIXTURES, write_registry
+
+
+def test_a_fixed_profile_pins_free_dimensions_in_the_optimized_model(tmp_path):
+    spec = load_registry(FIXTURES / "models.toml").models["segmenter"]
+    backend = get_backend("ort_cpu")
+    cache = Cache(tmp_path)
+    fixed = backend.build(spec.path, spec.profiles["fixed"], cache, label="seg/fixed", model_hash="x")
+    dynamic = backend.build(spec.path, spec.profiles["dynamic"], cache, label="seg/dynamic", model_hash="x")
+    assert fixed.overrides == {"batch": 2, "height": 256, "width": 256} and dynamic.overrides == {}
+
+    def dims(path):
+        inp = onnx.load(str(path)).graph.input[0]
+        return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in inp.type.tensor_type.shape.dim]
+
+    assert dims(fixed.path) == [2, 3, 256, 256]
+    assert dims(dynamic.path) == ["batch", 3, "height", "width"]
+    with fixed.runner() as r:
+        out = r.infer({"image": np.zeros((2, 3, 256, 256), np.float32)})
+        assert out["mask"].shape == (2, 4, 256, 256)
+
+
+def test_runner_modes_on_the_cpu(tmp_path):
+    spec = load_registry(FIXTURES / "models.toml").models["ranker"]
+    engine = get_backend("ort_cpu").build(spec.path, spec.profiles["dynamic"], Cache(tmp_path), label="r",
+                                          model_hash="x")
+    feeds = {"ids": np.ones((4, 8), np.int64), "dense": np.ones((4, 13), np.float32)}
+    with engine.runner(RunnerOptions(threads=2)) as r:
+        expected = r.infer(feeds)["ctr"]
+        for resident in (True, False):
+            r.prepare(feeds, resident=resident)
+            r.run()
+        r.submit()
+        r.wait()
+        assert r.describe() == {"threads": 2}
+        np.testing.assert_array_equal(r.infer(feeds)["ctr"], expected)
+    with engine.runner(RunnerOptions(threads=1)) as r:
+        r.prepare(feeds)
+        r.run()
+        with pytest.raises(ModeUnsupported, match="at least 2 intra-op threads"):
+            r.submit()
+    with pytest.raises(ModeUnsupported, match="CUDA graphs"):
+        engine.runner(RunnerOptions(cuda_graph=True))
+
+
+def test_samples_outside_the_profile_are_refused_before_anything_is_built(tmp_path):
+    np.savez(tmp_path / "long.npz", tokens=np.zeros((12, 600, 64), np.float16))
+    registry = write_registry(tmp_path, f"""
+        [models.encoder]
+        path = "{FIXTURES / 'models' / 'encoder.onnx'}"
+        [models.encoder.evaluation]
+        samples = "long.npz"
+        [models.encoder.calibration]
+        size = 4
+        [models.encoder.profiles]
+        dynamic = {{ min = "tokens:1x16x64", opt = "tokens:8x128x64", max = "tokens:32x512x64" }}
+        """)
+    hs = HarnessSession(Settings(registry=registry, report_dir=tmp_path / "r", cache_dir=tmp_path / "c"))
+    with pytest.raises(ProfileError, match=r"model 'encoder', input 'tokens' has shape 8x600x64, outside profile "
+                                           r"'dynamic' \(min 1x16x64, max 32x512x64\)"):
+        check_accuracy(hs, AccuracyCase("encoder", "ort_cpu", "fp32", "dynamic"))
+    assert hs.cache.builds() == []
+    hs.close()
