@@ -44,9 +44,11 @@ _OPTIONS: list[tuple[str, str, str, Any]] = [
     ("perf_modes", "perf modes: serial, multistream, threadpool", "list", "serial,multistream,threadpool"),
     ("perf_batches", "perf batch sizes (default: 1 and each profile's opt batch)", "intlist", None),
     ("perf_concurrency", "requests in flight / threads for multistream and threadpool", "intlist", "2"),
-    ("perf_duration", "seconds each perf measurement lasts at least", "float", "1.0"),
-    ("perf_warmup", "seconds of warm-up before each perf measurement", "float", "0.3"),
+    ("perf_duration", "seconds each perf measurement lasts at least", "float", "0.5"),
+    ("perf_warmup", "seconds of warm-up before each perf measurement", "float", "0.2"),
     ("perf_min_iters", "iterations each perf measurement has at least", "int", "20"),
+    ("perf_max_cv", "robust latency CV above which a perf run is marked unstable", "float", "0.25"),
+    ("perf_max_drift", "windowed throughput drift above which a perf run is marked unstable", "float", "0.2"),
     ("perf_resident", "inputs resident on the device: yes, no, or yes,no", "boollist", "yes"),
     ("perf_cuda_graph", "CUDA graphs: no, yes, or no,yes", "boollist", "no"),
     ("perf_recipes", "recipes to time (default: the accuracy recipes)", "list", None),
@@ -115,6 +117,7 @@ def settings_from_config(config: pytest.Config) -> Settings:
     perf = PerfSettings(
         modes=v["perf_modes"], batches=v["perf_batches"], concurrency=v["perf_concurrency"],
         duration=v["perf_duration"], warmup=v["perf_warmup"], min_iters=v["perf_min_iters"],
+        max_cv=v["perf_max_cv"], max_drift=v["perf_max_drift"],
         resident=v["perf_resident"], cuda_graph=v["perf_cuda_graph"], recipes=v["perf_recipes"],
         profiles=v["perf_profiles"],
     )
@@ -146,11 +149,10 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     config.stash[SESSION_KEY] = hs
     if config.pluginmanager.hasplugin("xdist"):
-        from .xdist_support import XdistHooks, pin_perf_to_groups
+        from .xdist_support import XdistHooks, refuse_perf_under_xdist
 
         config.pluginmanager.register(XdistHooks(hs), "harness-xdist")
-        if not is_worker(config):
-            pin_perf_to_groups(config)
+        refuse_perf_under_xdist(config)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -184,28 +186,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if "perf_case" in metafunc.fixturenames:
             from .perf import perf_cases
 
-            params = [pytest.param(c, id=c.id, marks=_case_marks(hs, c.model, c.backend, c.recipe, "perf")
-                                   + [pytest.mark.xdist_group(f"perf-{c.device_group}")])
+            params = [pytest.param(c, id=c.id, marks=_case_marks(hs, c.model, c.backend, c.recipe, "perf"))
                       for c in perf_cases(hs)]
             metafunc.parametrize("perf_case", params)
     except HarnessError as exc:
         raise pytest.UsageError(str(exc)) from None
-
-
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Perf numbers taken while other tests load the same CPU or GPU mean nothing. Under xdist the perf
-    # tests share one xdist group (one worker, one at a time); mixing them with other tests is refused.
-    if is_worker(config) or not config.pluginmanager.hasplugin("xdist"):
-        return
-    if config.getoption("dist", "no") == "no":
-        return
-    perf = [i for i in items if i.get_closest_marker("perf")]
-    if perf and len(perf) != len(items):
-        raise pytest.UsageError(
-            f"{len(perf)} perf tests were selected together with {len(items) - len(perf)} other tests under "
-            "pytest-xdist: their timings would be disturbed. Run `pytest -m perf` on its own (perf tests run "
-            "one at a time), and the other tests with `-m 'not perf'`."
-        )
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -255,6 +240,27 @@ def accuracy_check(harness_session: HarnessSession) -> Callable[..., dict[str, A
         return _outcome(lambda: check_accuracy(harness_session, case), AccuracyGateFailure, known=known)
 
     return check
+
+
+@pytest.fixture
+def perf_check(harness_session: HarnessSession) -> Callable[[Any], dict[str, Any]]:
+    """Time one perf case: ``perf_check(case)``; an unstable run is recorded, and warned about."""
+    from .perf import check_perf
+
+    def check(case: Any) -> dict[str, Any]:
+        __tracebackhide__ = True
+        row = _outcome(lambda: check_perf(harness_session, case), AssertionError)
+        if not row.get("stable", True):
+            import warnings
+
+            warnings.warn(PerfUnstable(f"{case.id}: unstable: {'; '.join(row['unstable_reasons'])}"), stacklevel=2)
+        return row
+
+    return check
+
+
+class PerfUnstable(UserWarning):
+    """A perf measurement did not settle (high CV or drifting throughput); its row is marked unstable."""
 
 
 def _outcome(run: Callable[[], dict[str, Any]], failure: type[BaseException], known: str | None = None) -> dict[str, Any]:

@@ -28,9 +28,11 @@ class PerfSettings:
     modes: list[str] = field(default_factory=lambda: ["serial", "multistream", "threadpool"])
     batches: list[int] | None = None  # None: each profile's opt batch and 1
     concurrency: list[int] = field(default_factory=lambda: [2])
-    duration: float = 1.0  # seconds measured, at least
-    warmup: float = 0.3  # seconds of warm-up, discarded
+    duration: float = 0.5  # seconds measured, at least
+    warmup: float = 0.2  # seconds of warm-up, discarded
     min_iters: int = 20
+    max_cv: float = 0.25  # robust latency CV above which a run is unstable
+    max_drift: float = 0.20  # windowed throughput drift above which a run is unstable
     resident: list[bool] = field(default_factory=lambda: [True])
     cuda_graph: list[bool] = field(default_factory=lambda: [False])
     recipes: list[str] | None = None  # None: the accuracy recipes

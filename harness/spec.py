@@ -123,6 +123,7 @@ class Registry:
     models: dict[str, ModelSpec]
     recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
     default_recipes: list[str] = field(default_factory=lambda: ["fp32"])
+    perf_recipes: list[str] | None = None  # the recipes perf sweeps time by default (None: all)
 
 
 def file_sha256(path: Path) -> str:
@@ -143,7 +144,7 @@ def load_registry(path: str | Path) -> Registry:
         raise RegistryError(src, None, None, f"not valid TOML: {exc}") from None
     _only_keys(data, {"defaults", "recipes", "models"}, src, None, "")
     defaults = data.get("defaults", {})
-    _only_keys(defaults, {"recipes", "budgets"}, src, None, "defaults")
+    _only_keys(defaults, {"recipes", "perf_recipes", "budgets"}, src, None, "defaults")
     default_budgets = _parse_budgets(defaults.get("budgets", {}), src, None, "defaults.budgets")
     recipes = data.get("recipes", {})
     if not isinstance(recipes, dict):
@@ -157,7 +158,8 @@ def load_registry(path: str | Path) -> Registry:
         if not isinstance(entry, dict):
             raise RegistryError(src, name, None, "must be a table")
         models[name] = _parse_model(name, entry, path.parent, src, default_budgets)
-    return Registry(path, models, recipes, list(default_recipes))
+    perf_recipes = defaults.get("perf_recipes")
+    return Registry(path, models, recipes, list(default_recipes), list(perf_recipes) if perf_recipes else None)
 
 
 _MODEL_KEYS = {"path", "package", "sha256", "reference", "description", "inputs", "outputs", "profiles",

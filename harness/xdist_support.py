@@ -1,4 +1,11 @@
-"""pytest-xdist-only hooks, kept apart so that the plugin works without xdist installed."""
+"""pytest-xdist-only code, kept apart so that the plugin works without xdist installed.
+
+Perf tests time the CPU or GPU and must not share it with other tests, nor with each other: under xdist
+they are refused. (xdist's own ``xdist_group`` / ``--dist loadgroup`` cannot pin them to one worker with
+pytest >= 9.2, whose node ids no longer come from the ``_nodeid`` attribute xdist 3.8 rewrites.) The
+controller refuses at start, before any worker exists, when the ``-m`` expression can select a test marked
+perf (an empty expression can).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,29 @@ from typing import Any
 import pytest
 
 from .session import HarnessSession
+
+REFUSAL = ("perf tests time the CPU or GPU and must not share it with other tests or with each other: run "
+           "`pytest -m perf` without -n (accuracy tests parallelize, perf tests do not)")
+
+
+def distributing(config: pytest.Config) -> bool:
+    return config.getoption("dist", "no") != "no" and bool(config.getoption("tx", None))
+
+
+def selects_perf(config: pytest.Config) -> bool:
+    """Whether the -m expression can select a test marked perf (with any of the harness's other markers)."""
+    expr = config.getoption("markexpr", "") or ""
+    if not expr.strip():
+        return True
+    from _pytest.mark.expression import Expression
+
+    compiled = Expression.compile(expr)
+    # a perf test carries "perf" and possibly gpu / tensorrt: try each combination
+    for extra in ((), ("gpu",), ("tensorrt",), ("gpu", "tensorrt")):
+        marks = {"perf", *extra}
+        if compiled.evaluate(lambda name, /, marks=marks, **kw: name in marks and not kw):
+            return True
+    return False
 
 
 class XdistHooks:
@@ -19,7 +49,7 @@ class XdistHooks:
         node.workerinput["harness_run_id"] = self.hs.run_id
 
 
-def pin_perf_to_groups(config: pytest.Config) -> None:
-    """Let `xdist_group` marks take effect: perf tests of one device then run on one worker, one at a time."""
-    if config.getoption("dist", "no") == "load":
-        config.option.dist = "loadgroup"
+def refuse_perf_under_xdist(config: pytest.Config) -> None:
+    """On the controller, before any worker starts."""
+    if not hasattr(config, "workerinput") and distributing(config) and selects_perf(config):
+        raise pytest.UsageError(REFUSAL + f" (-m {config.getoption('markexpr')!r} selects perf tests)")

@@ -43,6 +43,8 @@ class RunnerOptions:
 class Runner(ABC):
     input_names: list[str]
     output_names: list[str]
+    # True when last_gpu_seconds() gives the device time of the last run, measured with CUDA events
+    times_gpu: bool = False
 
     @abstractmethod
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -54,14 +56,20 @@ class Runner(ABC):
     def run(self) -> None:
         raise ModeUnsupported(f"{type(self).__name__} cannot run a prepared batch")
 
+    def timed_call(self) -> tuple[Any, tuple[Any, ...]]:
+        """``(function, args)``: what one iteration of ``run`` calls on the prepared batch. The timing loop
+        makes that call inline, so nothing of the harness sits between iterations; it is also the bare
+        loop of benchmarks/overhead.py. By default ``run`` itself."""
+        return self.run, ()
+
     def submit(self) -> None:
         raise ModeUnsupported(f"{type(self).__name__} has no asynchronous execution")
 
     def wait(self) -> None:
         raise ModeUnsupported(f"{type(self).__name__} has no asynchronous execution")
 
-    def gpu_timer(self) -> Any | None:
-        """An event timer on this runner's stream for GPU backends, None on the CPU."""
+    def last_gpu_seconds(self) -> float | None:
+        """Device time of the last run or submitted request (CUDA events), None where not measured."""
         return None
 
     def describe(self) -> dict[str, Any]:
@@ -110,6 +118,10 @@ class Backend(ABC):
 
     def unsupported_recipe(self, recipe_kind: str) -> str | None:
         """Why this backend cannot run a precision (None when it can)."""
+        return None
+
+    def runner_threads(self, mode: str, runners: int) -> int | None:
+        """Host threads each runner may use in a perf mode (None: not the backend's business)."""
         return None
 
     @abstractmethod

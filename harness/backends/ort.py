@@ -141,6 +141,15 @@ class OrtCpuBackend(OrtBackend):
             return "ONNX Runtime's CPU provider has no bfloat16 kernels for most operators"
         return None
 
+    def runner_threads(self, mode: str, runners: int) -> int | None:
+        """Split the cores: N runners x threads <= cores; a session serving run_async needs a pool of >= 2."""
+        cores = cpu_count()
+        if mode == "serial":
+            return cores
+        if mode == "multistream":
+            return max(2, cores // runners)
+        return max(1, cores // runners)
+
 
 class OrtCpuRunner(Runner):
     """One ORT session on the CPU.
@@ -187,6 +196,11 @@ class OrtCpuRunner(Runner):
             self.session.run_with_iobinding(self._binding)
         else:
             self.session.run(self.output_names, self._feeds)
+
+    def timed_call(self) -> tuple[Any, tuple[Any, ...]]:
+        if self._binding is not None:
+            return self.session.run_with_iobinding, (self._binding,)
+        return self.session.run, (self.output_names, self._feeds)
 
     def _callback(self, result: Any, _user_data: Any, err: str) -> None:
         self._result = result

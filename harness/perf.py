@@ -1,0 +1,266 @@
+"""Perf modes, the cases the plugin generates for them, and the shared perf check.
+
+``serial``       one runner, one request at a time, back to back.
+``multistream``  one host thread keeps N requests in flight on N runners (each with its own stream, or on
+                 the CPU its own ONNX Runtime session whose ``run_async`` runs on that session's pool),
+                 submitting asynchronously and waiting for completions in submission order.
+``threadpool``   N host threads, each owning one runner and running it back to back.
+
+Parameters: batch size, N, inputs resident on the device or copied in every iteration, CUDA graphs on or
+off where the backend has them. On the CPU the cores are split between runners (N x threads <= cores, and
+at least 2 threads for a session serving ``run_async``); the split is recorded in every row. A mode the
+backend cannot do raises ModeUnsupported and the test is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .backends import Engine, Runner, RunnerOptions, get_backend
+from .data import SampleSet, batch_size_of
+from .errors import HarnessError
+from .recipes import apply_recipe
+from .resources import ResourceMonitor
+from .session import HarnessSession
+from .timing import Clock, Measurement, TimingPolicy, run_serial, summarize, warm_up
+
+MODES = ("serial", "multistream", "threadpool")
+
+
+@dataclass(frozen=True)
+class PerfCase:
+    model: str
+    backend: str
+    recipe: str
+    profile: str
+    mode: str
+    batch: int
+    concurrency: int = 1
+    resident: bool = True
+    cuda_graph: bool = False
+
+    @property
+    def id(self) -> str:
+        parts = [self.model, self.backend, self.recipe, self.profile, self.mode, f"b{self.batch}"]
+        if self.mode != "serial":
+            parts.append(f"n{self.concurrency}")
+        if not self.resident:
+            parts.append("copy")
+        if self.cuda_graph:
+            parts.append("graph")
+        return "-".join(parts)
+
+
+def perf_cases(hs: HarnessSession) -> Iterator[PerfCase]:
+    ps = hs.settings.perf
+    unknown = [m for m in ps.modes if m not in MODES]
+    if unknown:
+        raise HarnessError(f"--perf-modes names unknown mode(s) {', '.join(unknown)}; known: {', '.join(MODES)}")
+    for spec in hs.models():
+        wanted = ps.recipes or hs.registry.perf_recipes
+        recipes = [r for r in hs.model_recipes(spec) if r in wanted] if wanted else hs.model_recipes(spec)
+        for backend in hs.settings.backends:
+            for recipe in recipes:
+                for pname in hs.model_profiles(spec, ps.profiles or hs.settings.profiles):
+                    profile = spec.profiles[pname]
+                    lo, opt, hi = (batch_size_of(spec, profile, w) for w in ("min", "opt", "max"))
+                    batches = ps.batches or sorted({1, opt})
+                    for mode in ps.modes:
+                        for batch in batches:
+                            if not lo <= batch <= hi:
+                                continue  # outside this profile (a fixed profile has one batch size)
+                            for n in ([1] if mode == "serial" else ps.concurrency):
+                                for resident in ps.resident:
+                                    for graph in ps.cuda_graph:
+                                        yield PerfCase(spec.name, backend, recipe, pname, mode, batch, n,
+                                                       resident, graph)
+
+
+# ---------------------------------------------------------------------------------------------- modes
+
+
+def run_multistream(runners: list[Runner], policy: TimingPolicy, *, batch: int,
+                    clock: Clock = time.perf_counter) -> Measurement:
+    n = len(runners)
+    # warm-up: whole rounds of N in flight
+    t0 = clock()
+    warm = 0
+    while True:
+        for r in runners:
+            r.submit()
+        for r in runners:
+            r.wait()
+        warm += n
+        if clock() - t0 >= policy.warmup:
+            break
+    warm_s = clock() - t0
+    starts: list[float] = []
+    ends: list[float] = []
+    gpu: list[float] = []
+    submitted = [0.0] * n
+    active = [True] * n
+    start = clock()
+    for i, r in enumerate(runners):
+        submitted[i] = clock()
+        r.submit()
+    stopping = capped = False
+    i = 0
+    while any(active):
+        if active[i]:
+            r = runners[i]
+            r.wait()
+            t = clock()
+            starts.append(submitted[i])
+            ends.append(t)
+            g = r.last_gpu_seconds()
+            if g is not None:
+                gpu.append(g)
+            if not stopping and t - start >= policy.min_duration and len(ends) >= policy.min_iters:
+                stopping = True
+            if not stopping and t - start >= policy.max_duration:
+                stopping = capped = True
+            if stopping:
+                active[i] = False
+            else:
+                submitted[i] = clock()
+                r.submit()
+        i = (i + 1) % n
+    return summarize(starts, ends, (start, max(ends)), batch=batch, policy=policy, warmup_iters=warm,
+                     warmup_seconds=warm_s, capped=capped, gpu_seconds=gpu or None)
+
+
+def run_threadpool(runners: list[Runner], policy: TimingPolicy, *, batch: int,
+                   clock: Clock = time.perf_counter) -> Measurement:
+    n = len(runners)
+    ready = threading.Barrier(n + 1)
+    go = threading.Barrier(n + 1)
+    stop = threading.Event()
+    records: list[list[tuple[float, float]]] = [[] for _ in range(n)]
+    gpu: list[list[float]] = [[] for _ in range(n)]
+    warm: list[tuple[int, float]] = [(0, 0.0)] * n
+    errors: list[BaseException] = []
+
+    def worker(k: int) -> None:
+        r = runners[k]
+        fn, args = r.timed_call()
+        try:
+            warm[k] = warm_up(lambda: fn(*args), policy.warmup, clock)
+        except BaseException as exc:  # surfaced by the main thread
+            errors.append(exc)
+        ready.wait()
+        go.wait()
+        if errors:
+            return
+        rec, g = records[k], gpu[k]
+        try:
+            while not stop.is_set():
+                a = clock()
+                fn(*args)
+                b = clock()
+                rec.append((a, b))
+                t = r.last_gpu_seconds()
+                if t is not None:
+                    g.append(t)
+        except BaseException as exc:
+            errors.append(exc)
+            stop.set()
+
+    threads = [threading.Thread(target=worker, args=(k,), name=f"harness-runner-{k}") for k in range(n)]
+    for t in threads:
+        t.start()
+    ready.wait()
+    start = clock()
+    go.wait()
+    capped = False
+    while not stop.is_set():
+        time.sleep(0.002)
+        elapsed = clock() - start
+        done = sum(len(rec) for rec in records)
+        if elapsed >= policy.min_duration and done >= policy.min_iters:
+            break
+        if elapsed >= policy.max_duration:
+            capped = done < policy.min_iters
+            break
+    stop.set()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    pairs = [p for rec in records for p in rec]
+    return summarize([a for a, _ in pairs], [b for _, b in pairs], (start, max(b for _, b in pairs)), batch=batch,
+                     policy=policy, warmup_iters=sum(w[0] for w in warm), warmup_seconds=max(w[1] for w in warm),
+                     capped=capped, gpu_seconds=[x for g in gpu for x in g] or None)
+
+
+def measure_mode(engine: Engine, case: PerfCase, feeds: dict[str, Any], policy: TimingPolicy,
+                 threads: int | None) -> tuple[Measurement, dict[str, Any]]:
+    """Create the mode's runners, stage the batch, time it; returns the measurement and runner facts."""
+    count = 1 if case.mode == "serial" else case.concurrency
+    options = RunnerOptions(threads=threads, cuda_graph=case.cuda_graph)
+    runners: list[Runner] = []
+    try:
+        for _ in range(count):
+            runners.append(engine.runner(options))
+        for r in runners:
+            r.prepare(feeds, resident=case.resident)
+        if case.mode == "serial":
+            r = runners[0]
+            m = run_serial(r.timed_call(), policy, batch=case.batch,
+                           gpu_time=r.last_gpu_seconds if r.times_gpu else None)
+        elif case.mode == "multistream":
+            m = run_multistream(runners, policy, batch=case.batch)
+        else:
+            m = run_threadpool(runners, policy, batch=case.batch)
+        return m, runners[0].describe()
+    finally:
+        for r in runners:
+            r.close()
+
+
+def check_perf(hs: HarnessSession, case: PerfCase) -> dict[str, Any]:
+    """Time one perf case; write and return its row."""
+    spec = hs.model(case.model)
+    recipe = hs.recipe(case.recipe)
+    profile = spec.profiles[case.profile]
+    backend = get_backend(case.backend)
+    ps = hs.settings.perf
+    policy = TimingPolicy(warmup=ps.warmup, min_duration=ps.duration, min_iters=ps.min_iters, cv_bound=ps.max_cv,
+                          drift_bound=ps.max_drift)
+    threads = backend.runner_threads(case.mode, case.concurrency)
+    row: dict[str, Any] = {
+        "type": "perf", "id": case.id, "model": spec.name, "backend": backend.name, "recipe": recipe.name,
+        "profile": profile.name, "mode": case.mode, "batch": case.batch, "concurrency": case.concurrency,
+        "resident": case.resident, "cuda_graph": case.cuda_graph, "recipe_kind": recipe.kind,
+        "backend_version": backend.version(), "threads_per_runner": threads,
+        "transfers_included": not case.resident,
+        "policy": {"warmup_s": ps.warmup, "min_duration_s": ps.duration, "min_iters": ps.min_iters,
+                   "max_cv": ps.max_cv, "max_drift": ps.max_drift},
+    }
+    try:
+        samples = SampleSet(spec, profile, size=case.batch)
+        samples.check_profile(case.batch)
+        feeds = next(samples.batches(case.batch)).feeds
+        art = apply_recipe(recipe, spec, hs.cache)
+        label = f"{spec.name}/{backend.name}/{recipe.name}-{profile.name}"
+        engine = backend.build(art.path, profile, hs.cache, label=label, model_hash=art.model_hash)
+        row.update(engine_key=engine.entry.key, cache_hit=engine.entry.hit)
+        gpu_index = 0 if backend.on_gpu else None
+        with ResourceMonitor(gpu_index=gpu_index) as mon:
+            m, runner_facts = measure_mode(engine, case, feeds, policy, threads)
+    except Exception as exc:
+        from .errors import ModeUnsupported
+
+        row.update(status="skipped" if isinstance(exc, ModeUnsupported) else "error",
+                   message=f"{type(exc).__name__}: {exc}")
+        hs.write_row(row)
+        raise
+    row.update(m.summary())
+    row["runner"] = runner_facts
+    row["resources"] = mon.result
+    row["status"] = "pass" if m.stable else "unstable"
+    hs.write_row(row)
+    return row

@@ -1,0 +1,150 @@
+"""The timing core's arithmetic, driven by workloads whose durations are known (a fake clock, or sleeps)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from harness.backends.base import Runner
+from harness.perf import run_multistream, run_threadpool
+from harness.timing import TimingPolicy, run_serial, summarize
+
+
+class FakeWorkload:
+    """A clock and a step: each step advances the clock by the next duration (seconds)."""
+
+    def __init__(self, durations):
+        self.now = 100.0
+        self._durations = iter(durations)
+        self.calls = 0
+
+    def clock(self) -> float:
+        return self.now
+
+    def step(self) -> None:
+        self.now += next(self._durations)
+        self.calls += 1
+
+
+def steady(d: float):
+    while True:
+        yield d
+
+
+def test_warm_up_is_timed_and_discarded():
+    def durations():
+        yield from [0.01] * 5  # slow first iterations (allocations, JIT, caches)...
+        yield from steady(0.001)
+
+    w = FakeWorkload(durations())
+    m = run_serial(w.step, TimingPolicy(warmup=0.05, min_duration=0.1, min_iters=10), batch=1, clock=w.clock)
+    assert m.warmup_iters == 5 and m.warmup_seconds == pytest.approx(0.05)
+    np.testing.assert_allclose(m.latencies, 0.001)
+    assert m.iterations == 100 and m.throughput == pytest.approx(1000.0)
+
+
+@pytest.mark.parametrize("step, min_duration, min_iters, expected", [
+    (0.1, 1.0, 20, 20),  # the iteration count binds
+    (0.001, 0.5, 20, 500),  # the duration binds
+])
+def test_the_stop_rule_needs_both_duration_and_iterations(step, min_duration, min_iters, expected):
+    w = FakeWorkload(steady(step))
+    m = run_serial(w.step, TimingPolicy(warmup=0.0, min_duration=min_duration, min_iters=min_iters), batch=4,
+                   clock=w.clock)
+    assert m.iterations == expected
+    assert m.wall == pytest.approx(expected * step)
+    assert m.throughput == pytest.approx(4 / step)
+    assert m.stable and not m.capped
+
+
+def test_fast_steps_are_checked_in_chunks_and_stop_within_a_chunk():
+    w = FakeWorkload(steady(1e-5))
+    m = run_serial(w.step, TimingPolicy(warmup=0.001, min_duration=0.01, min_iters=10), batch=1, clock=w.clock)
+    assert 1000 <= m.iterations < 1000 + 64
+    assert m.wall >= 0.01
+
+
+def test_percentiles_mean_and_throughput_are_those_of_the_recorded_latencies():
+    rng = np.random.default_rng(3)
+    durations = list(rng.uniform(0.001, 0.003, 1000))
+    w = FakeWorkload(iter(durations))
+    m = run_serial(w.step, TimingPolicy(warmup=0.0, min_duration=0.0, min_iters=400), batch=8, clock=w.clock)
+    d = np.array(durations[1:401])  # the first step was the (zero-second) warm-up
+    np.testing.assert_allclose(m.latencies, d)
+    s = m.summary()
+    for q in (50, 90, 95, 99):
+        assert s["latency_ms"][f"p{q}"] == pytest.approx(np.percentile(d, q) * 1e3)
+    assert s["latency_ms"]["mean"] == pytest.approx(d.mean() * 1e3)
+    assert s["cv"] == pytest.approx(d.std(ddof=1) / d.mean())
+    assert s["throughput"] == pytest.approx(8 * 400 / d.sum())
+
+
+def test_scattered_latencies_are_flagged_unstable():
+    w = FakeWorkload(iter([0.001, 0.004] * 500))
+    m = run_serial(w.step, TimingPolicy(warmup=0.0, min_duration=0.5, min_iters=20), batch=1, clock=w.clock)
+    assert not m.stable and any("CV" in r for r in m.unstable_reasons())
+
+
+def test_a_few_preempted_iterations_make_a_tail_but_not_an_unstable_run():
+    durations = [0.001] * 2000
+    for i in range(0, 2000, 500):
+        durations[i] = 0.02  # four hiccups
+    w = FakeWorkload(iter([0.001] + durations))
+    m = run_serial(w.step, TimingPolicy(warmup=0.0, min_duration=0.0, min_iters=2000), batch=1, clock=w.clock)
+    assert m.cv > 0.5 and m.cv_robust < 0.01
+    assert m.stable and m.percentile(99.9) > 10 * m.percentile(50)
+
+
+def test_drifting_throughput_is_flagged_unstable():
+    w = FakeWorkload(iter([0.001] * 501 + [0.0025] * 400))  # the device slows down half way (thermals)
+    m = run_serial(w.step, TimingPolicy(warmup=0.0, min_duration=1.5, min_iters=20), batch=1, clock=w.clock)
+    assert m.drift > 0.5
+    assert any("drifts" in r for r in m.unstable_reasons())
+
+
+def test_a_run_that_cannot_reach_its_iterations_is_capped():
+    w = FakeWorkload(steady(1.0))
+    m = run_serial(w.step, TimingPolicy(warmup=0.0, min_duration=1.0, min_iters=100, max_duration=5.0), batch=1,
+                   clock=w.clock)
+    assert m.capped and m.iterations == 5 and any("max_duration" in r for r in m.unstable_reasons())
+
+
+def test_summarize_orders_concurrent_requests_by_completion():
+    m = summarize([0.0, 0.0, 1.0], [2.0, 1.0, 3.0], (0.0, 3.0), batch=2, policy=TimingPolicy())
+    assert m.latencies.tolist() == [1.0, 2.0, 2.0] and m.throughput == pytest.approx(2.0)
+
+
+class SleepRunner(Runner):
+    """A workload of known duration that overlaps when run concurrently: it sleeps (releasing the GIL)."""
+
+    input_names = output_names = []
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._until = 0.0
+
+    def infer(self, feeds):
+        return {}
+
+    def run(self) -> None:
+        time.sleep(self.seconds)
+
+    def submit(self) -> None:
+        self._until = time.perf_counter() + self.seconds
+
+    def wait(self) -> None:
+        time.sleep(max(0.0, self._until - time.perf_counter()))
+
+
+def test_concurrent_modes_overlap_requests():
+    policy = TimingPolicy(warmup=0.02, min_duration=0.3, min_iters=20)
+    serial = run_serial(SleepRunner(0.01).run, policy, batch=1)
+    pool = run_threadpool([SleepRunner(0.01) for _ in range(4)], policy, batch=1)
+    streams = run_multistream([SleepRunner(0.01) for _ in range(4)], policy, batch=1)
+    # four 10 ms requests in flight: close to four times serial (sleep granularity costs a little)
+    assert 3.0 * serial.throughput < pool.throughput < 4.2 * serial.throughput
+    assert 3.0 * serial.throughput < streams.throughput < 4.2 * serial.throughput
+    assert pool.latencies.min() >= 0.01 and streams.latencies.min() >= 0.0099
+    assert pool.iterations >= 20 and streams.wall >= 0.3
