@@ -90,7 +90,7 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
         engine = backend.build(art.path, profile, hs.cache, label=label, model_hash=art.model_hash)
         row.update(build_seconds=round(engine.entry.build_seconds, 3), engine_size=engine.entry.size,
                    cache_hit=engine.entry.hit, engine_key=engine.entry.key)
-        ref = reference_outputs(hs.cache, spec, samples)
+        ref = reference_outputs(hs.cache, spec, samples, device=hs.settings.reference_device)
         row["setup_seconds"] = round(time.perf_counter() - t0, 3)
         budgets = spec.budgets_for(recipe.name, recipe.kind)
         acc = AccuracyAccumulator(spec.outputs, budgets, batch_axes=spec.output_batch_axes)

@@ -13,8 +13,9 @@ import sys
 from importlib import metadata
 from typing import Any
 
-PACKAGES = ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "tensorrt-rtx-cu13-bindings",
-            "cuda-bindings", "pytest", "pytest-xdist")
+PACKAGES = ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "tensorrt-cu12-bindings",
+            "tensorrt-cu13-bindings", "tensorrt-rtx-cu13-bindings", "cuda-bindings", "nvidia-cudnn-cu12",
+            "nvidia-cudnn-cu13", "pytest", "pytest-xdist")
 
 
 @functools.cache
@@ -108,6 +109,15 @@ def environment() -> dict[str, Any]:
     if g:
         env.update({"gpu": g[0]["name"], "gpu_cc": g[0]["compute_capability"], "driver": g[0]["driver"],
                     "cuda_driver": g[0]["cuda_driver"], "gpu_count": len(g)})
+        try:
+            from . import cuda
+
+            env["cuda_runtime"] = cuda.runtime_version()
+        except Exception:  # cuda-python missing or unusable: NVML's facts stand
+            pass
+        cudnn = next((v for k, v in package_versions().items() if k.startswith("nvidia-cudnn")), None)
+        if cudnn:
+            env["cudnn"] = cudnn
     return env
 
 

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .backends import Engine, Runner, RunnerOptions, get_backend
 from .data import SampleSet, batch_size_of
 from .errors import HarnessError
@@ -209,8 +211,9 @@ def measure_mode(engine: Engine, case: PerfCase, feeds: dict[str, Any], policy: 
             r.prepare(feeds, resident=case.resident)
         if case.mode == "serial":
             r = runners[0]
-            m = run_serial(r.timed_call(), policy, batch=case.batch,
-                           gpu_time=r.last_gpu_seconds if r.times_gpu else None)
+            m = run_serial(r.timed_call(), policy, batch=case.batch)
+            if r.times_gpu:  # device time from events, in a short pass of its own
+                m.gpu_seconds = np.asarray(r.gpu_times(min(200, max(m.iterations, 10))))
         elif case.mode == "multistream":
             m = run_multistream(runners, policy, batch=case.batch)
         else:

@@ -66,8 +66,8 @@ def best_table(rows: list[dict[str, Any]]) -> tuple[str, list[str]]:
         return model, backend, KIND_ORDER.get(str(rs[0].get("recipe_kind")), 9), recipe
 
     for (model, backend, recipe), rs in sorted(groups.items(), key=group_order):
-        base = max((r for r in rs if r.get("mode") == "serial" and r.get("batch") == 1),
-                   key=lambda r: r["throughput"], default=None)
+        base = max((r for r in rs if r.get("mode") == "serial" and r.get("batch") == 1 and r.get("resident", True)
+                    and not r.get("cuda_graph")), key=lambda r: r["throughput"], default=None)
         best = max(rs, key=lambda r: r["throughput"])
         config = f"{best['mode']} b{best['batch']}" + (f" n{best['concurrency']}" if best["mode"] != "serial" else "") \
             + f" ({best['profile']})"
@@ -89,6 +89,28 @@ def best_table(rows: list[dict[str, Any]]) -> tuple[str, list[str]]:
     text = tabulate(table, headers=["model", "backend", "recipe", "serial b1 samples/s", "best configuration",
                                     "samples/s", "speed-up"], tablefmt="github", disable_numparse=True)
     return text, notes
+
+
+def graph_table(rows: list[dict[str, Any]]) -> str:
+    """CUDA graphs against the same configuration without them."""
+    plain = {(r["model"], r["backend"], r["recipe"], r["profile"], r["mode"], r["batch"], r.get("concurrency"),
+              r.get("resident")): r for r in rows if not r.get("cuda_graph")}
+    table = []
+    for r in sorted((r for r in rows if r.get("cuda_graph")), key=lambda r: (r["model"], _order(r))):
+        base = plain.get((r["model"], r["backend"], r["recipe"], r["profile"], r["mode"], r["batch"],
+                          r.get("concurrency"), r.get("resident")))
+        if base is None:
+            continue
+        mode = r["mode"] + (f" n{r['concurrency']}" if r["mode"] != "serial" else "")
+        gpu = (r.get("gpu_ms") or {}).get("p50"), (base.get("gpu_ms") or {}).get("p50")
+        table.append([r["model"], r["backend"], r["recipe"], r["profile"], mode, r["batch"],
+                      _rate(base["throughput"]), _rate(r["throughput"]), f"{r['throughput'] / base['throughput']:.2f}x",
+                      _f(base["latency_ms"]["p50"]), _f(r["latency_ms"]["p50"]), _f(gpu[1]), _f(gpu[0])])
+    if not table:
+        return ""
+    return tabulate(table, headers=["model", "backend", "recipe", "profile", "mode", "batch", "samples/s",
+                                    "with graphs", "speed-up", "p50 ms", "with graphs", "GPU p50 ms",
+                                    "with graphs"], tablefmt="github", disable_numparse=True)
 
 
 def perf_sections(rows: list[dict[str, Any]]) -> list[list[str]]:
@@ -114,4 +136,8 @@ def perf_sections(rows: list[dict[str, Any]]) -> list[list[str]]:
         out += ["Where running requests concurrently did not beat serial at batch 1:", ""]
         out += [f"- {n}" for n in notes]
         out.append("")
+    graphs = graph_table(perf)
+    if graphs:
+        out += ["## CUDA graphs", "", "Each configuration with CUDA graphs against the same one without; *GPU p50* "
+                "is the device time per request from CUDA events.", "", graphs, ""]
     return [out]

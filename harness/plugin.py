@@ -41,6 +41,8 @@ _OPTIONS: list[tuple[str, str, str, Any]] = [
     ("engine_cache", "engine cache folder (default $HARNESS_CACHE_DIR or .cache/harness)", "path", None),
     ("rebuild_engines", "rebuild every cache entry this run uses, once", "flag", False),
     ("baseline", "results.json to compare this run against in REPORT.md", "path", None),
+    ("reference_device", "where the FP32 reference is computed: cpu (default) or gpu (ORT CUDA, TF32 off)", "str",
+     "cpu"),
     ("perf_modes", "perf modes: serial, multistream, threadpool", "list", "serial,multistream,threadpool"),
     ("perf_batches", "perf batch sizes (default: 1 and each profile's opt batch)", "intlist", None),
     ("perf_concurrency", "requests in flight / threads for multistream and threadpool", "intlist", "2"),
@@ -123,7 +125,8 @@ def settings_from_config(config: pytest.Config) -> Settings:
     )
     return Settings(registry=v["registry"], report_dir=v["report_dir"], cache_dir=cache_dir, models=v["models"],
                     backends=v["backends"], recipes=v["recipes"], profiles=v["profiles"], eval_size=v["eval_size"],
-                    rebuild=v["rebuild_engines"], baseline=v["baseline"], perf=perf)
+                    rebuild=v["rebuild_engines"], baseline=v["baseline"], reference_device=v["reference_device"],
+                    perf=perf)
 
 
 def is_worker(config: pytest.Config) -> bool:

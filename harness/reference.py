@@ -22,7 +22,8 @@ from .data import SampleSet
 from .errors import HarnessError
 from .spec import ModelSpec
 
-CONFIG = "ort-cpu-fp32-no-graph-optimizations"
+CONFIG = {"cpu": "ort-cpu-fp32-no-graph-optimizations",
+          "gpu": "ort-cuda-fp32-no-graph-optimizations-tf32-off"}
 
 
 class ReferenceOutputs:
@@ -49,22 +50,35 @@ class ReferenceOutputs:
         return out
 
 
-def reference_outputs(cache: Cache, spec: ModelSpec, samples: SampleSet) -> ReferenceOutputs:
+def reference_outputs(cache: Cache, spec: ModelSpec, samples: SampleSet, *, device: str = "cpu") -> ReferenceOutputs:
+    """The reference outputs for ``samples``; ``device="gpu"`` computes them with ONNX Runtime CUDA (TF32 off),
+    for evaluation sets too large for the CPU. A GPU reference is keyed apart from the CPU one."""
     import onnxruntime as ort
 
+    if device not in CONFIG:
+        raise HarnessError(f"--reference-device must be cpu or gpu, got {device!r}")
     parts = {
         "model": digest(spec.reference_model)[1] if spec.reference_path else spec.model_bytes_hash(),
         "samples": samples.key(),
         "onnxruntime": ort.__version__,
-        "config": CONFIG,
+        "config": CONFIG[device],
         # how outputs are laid out on disk (samples along axis 0, moved from each output's batch axis)
         "output_batch_axes": dict(sorted(spec.output_batch_axes.items())),
     }
 
-    def build(folder: Path) -> dict[str, Any]:
-        return _compute(spec, samples, folder)
+    if device == "gpu":
+        from .backends import get_backend
 
-    label = f"{spec.name}/{samples.purpose}"
+        backend = get_backend("ort_cuda")
+        reason = backend.unavailable()
+        if reason:
+            raise HarnessError(f"--reference-device gpu: {reason}")
+        parts["device"] = backend.device()
+
+    def build(folder: Path) -> dict[str, Any]:
+        return _compute(spec, samples, folder, device)
+
+    label = f"{spec.name}/{samples.purpose}" + ("-gpu" if device == "gpu" else "")
     entry = cache.get_or_build("reference", label, parts, "outputs", build)
     ref = ReferenceOutputs(entry.path, spec.output_batch_axes, entry.info, entry.hit)
     if entry.info.get("nonfinite_samples"):
@@ -76,14 +90,17 @@ def reference_outputs(cache: Cache, spec: ModelSpec, samples: SampleSet) -> Refe
     return ref
 
 
-def _compute(spec: ModelSpec, samples: SampleSet, folder: Path) -> dict[str, Any]:
+def _compute(spec: ModelSpec, samples: SampleSet, folder: Path, device: str) -> dict[str, Any]:
     import onnxruntime as ort
 
     folder.mkdir()
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(str(spec.reference_model), so, providers=["CPUExecutionProvider"])
+    providers: list[Any] = ["CPUExecutionProvider"]
+    if device == "gpu":
+        providers = [("CUDAExecutionProvider", {"device_id": "0", "use_tf32": "0"}), "CPUExecutionProvider"]
+    sess = ort.InferenceSession(str(spec.reference_model), so, providers=providers)
     names = [o.name for o in sess.get_outputs()]
     files: dict[str, Any] = {}
     nonfinite: list[int] = []
@@ -107,5 +124,6 @@ def _compute(spec: ModelSpec, samples: SampleSet, folder: Path) -> dict[str, Any
         f.flush()
     del files
     (folder / "outputs.json").write_text(json.dumps({"outputs": names}))
-    return {"nonfinite_samples": len(nonfinite), "nonfinite_first": nonfinite[:5], "samples": samples.count}
+    return {"nonfinite_samples": len(nonfinite), "nonfinite_first": nonfinite[:5], "samples": samples.count,
+            "device": device}
 

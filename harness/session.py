@@ -51,6 +51,7 @@ class Settings:
     eval_size: int | None = None
     rebuild: bool = False
     baseline: Path | None = None
+    reference_device: str = "cpu"
     perf: PerfSettings = field(default_factory=PerfSettings)
 
 

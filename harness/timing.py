@@ -16,8 +16,9 @@ coefficient of variation, 1.4826 x MAD / median (equal to std / mean for normall
 the plain one, reported beside it, is dominated by the few iterations an operating system preempts among
 thousands, which make a tail (see p99) but not an uncertain throughput.
 
-The clock is a parameter so that tests can drive the arithmetic exactly with a fake one; GPU backends add
-per-iteration device times measured with CUDA events (``gpu_seconds``).
+The clock is a parameter so that tests can drive the arithmetic exactly with a fake one. GPU backends add
+device times measured with CUDA events (``gpu_seconds``): per request in the concurrent modes, and in serial
+mode from a short pass after the measurement, so that the events never slow the timed loop.
 """
 
 from __future__ import annotations
@@ -202,31 +203,21 @@ def _chunk_runner(call: Call, append: Callable[[float], None], clock: Clock) -> 
 
 
 def run_serial(step: Callable[[], object] | Call, policy: TimingPolicy, *, batch: int,
-               clock: Clock = time.perf_counter, gpu_time: Callable[[], float | None] | None = None) -> Measurement:
+               clock: Clock = time.perf_counter) -> Measurement:
     """Time a step back to back under ``policy``.
 
     ``step`` is a callable, or ``(function, args)``: the backend call itself, which the loop then makes
-    inline. ``gpu_time`` reads the last step's device time (CUDA events), where the backend measures it.
+    inline.
     """
     call: Call = step if isinstance(step, tuple) else (step, ())
     fn, args = call
     warm_iters, warm_s = warm_up(lambda: fn(*args), policy.warmup, clock)
     ends: list[float] = []
-    gpu: list[float] = []
     # the stop rule is checked once per chunk of iterations, about every millisecond: per iteration only
     # the call, one clock read and one append remain
     per_step = warm_s / max(warm_iters, 1)
     chunk = range(max(1, min(64, int(1e-3 / per_step)) if per_step > 0 else 64))
-    if gpu_time is None:
-        loop = _chunk_runner(call, ends.append, clock)
-    else:
-        def loop(chunk: range) -> None:
-            for _ in chunk:
-                fn(*args)
-                ends.append(clock())
-                g = gpu_time()
-                if g is not None:
-                    gpu.append(g)
+    loop = _chunk_runner(call, ends.append, clock)
     start = clock()
     deadline_min = start + policy.min_duration
     deadline_max = start + policy.max_duration
@@ -239,8 +230,7 @@ def run_serial(step: Callable[[], object] | Call, policy: TimingPolicy, *, batch
     capped = len(ends) < min_iters
     times = np.asarray(ends)
     latencies = np.diff(np.concatenate([[start], times]))
-    return Measurement(latencies, times, (start, float(times[-1])), batch, policy, warm_iters, warm_s, capped,
-                       np.asarray(gpu) if gpu else None)
+    return Measurement(latencies, times, (start, float(times[-1])), batch, policy, warm_iters, warm_s, capped)
 
 
 def summarize(starts: list[float], ends: list[float], window: tuple[float, float], *, batch: int,

@@ -11,6 +11,7 @@ from .base import Backend, Engine, Runner, RunnerOptions
 # name -> "module:class"
 BACKENDS = {
     "ort_cpu": "harness.backends.ort:OrtCpuBackend",
+    "ort_cuda": "harness.backends.ort_cuda:OrtCudaBackend",
 }
 
 

@@ -43,7 +43,7 @@ class RunnerOptions:
 class Runner(ABC):
     input_names: list[str]
     output_names: list[str]
-    # True when last_gpu_seconds() gives the device time of the last run, measured with CUDA events
+    # True when the runner measures device time with CUDA events (gpu_times, last_gpu_seconds)
     times_gpu: bool = False
 
     @abstractmethod
@@ -55,6 +55,10 @@ class Runner(ABC):
 
     def run(self) -> None:
         raise ModeUnsupported(f"{type(self).__name__} cannot run a prepared batch")
+
+    def fetch_outputs(self) -> dict[str, np.ndarray]:
+        """The outputs of the last run of the prepared batch, copied to host arrays."""
+        raise ModeUnsupported(f"{type(self).__name__} cannot fetch outputs of a prepared batch")
 
     def timed_call(self) -> tuple[Any, tuple[Any, ...]]:
         """``(function, args)``: what one iteration of ``run`` calls on the prepared batch. The timing loop
@@ -69,8 +73,12 @@ class Runner(ABC):
         raise ModeUnsupported(f"{type(self).__name__} has no asynchronous execution")
 
     def last_gpu_seconds(self) -> float | None:
-        """Device time of the last run or submitted request (CUDA events), None where not measured."""
+        """Device time of the last waited-for request (CUDA events), None where not measured."""
         return None
+
+    def gpu_times(self, iterations: int) -> list[float]:
+        """Device time of ``iterations`` requests, each between CUDA events; [] where not measured."""
+        return []
 
     def describe(self) -> dict[str, Any]:
         """Facts about this runner for result rows (threads, streams, graphs, TF32...)."""

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ..backends.ort import unsupported
 from ..errors import RecipeError
 from ..spec import ModelSpec
 
@@ -28,7 +29,7 @@ def validate(path: Path, spec: ModelSpec) -> dict[str, Any]:
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     except Exception as exc:
         msg = str(exc)
-        if "NOT_IMPLEMENTED" in msg or "Could not find an implementation" in msg:
+        if unsupported(msg):
             return {"checker": "ok", "onnxruntime_cpu": f"cannot run it: {msg.strip()[:300]}"}
         raise RecipeError(f"ONNX Runtime cannot load the recipe's output for {spec.name!r}: {msg}") from None
     profile = next(iter(spec.profiles.values()))

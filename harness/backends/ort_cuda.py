@@ -1,0 +1,207 @@
+"""ONNX Runtime's CUDA execution provider, on the harness's own CUDA buffers and streams.
+
+Each runner owns a CUDA stream, handed to its session as ``user_compute_stream``, and its own device and
+pinned host buffers; inputs and outputs are bound by device pointer through I/O binding. Output shapes are
+found with one run whose outputs ONNX Runtime allocates (outside any CUDA graph), after which the outputs
+are bound to the runner's buffers. With ``cuda_graph`` ONNX Runtime captures the run into a CUDA graph
+(``enable_cuda_graph``) and replays it. TF32 is off unless asked for: FP32 accuracy is measured in FP32.
+
+``run`` is synchronous (ONNX Runtime synchronizes the stream at the end of a run); ``submit`` runs with
+``disable_synchronize_execution_providers`` so that it returns once the work is queued, recording CUDA
+events around it; ``wait`` synchronizes on the end event and keeps the device time between the events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .. import cuda
+from ..errors import BackendUnavailable, BuildError, ModeUnsupported
+from .base import Runner, RunnerOptions
+from .ort import OrtBackend, OrtEngine, _ort, unsupported
+
+ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+             "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
+             "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
+
+
+class OrtCudaBackend(OrtBackend):
+    name = "ort_cuda"
+    provider = "CUDAExecutionProvider"
+    on_gpu = True
+
+    def unavailable(self) -> str | None:
+        try:
+            ort = _ort()
+        except BackendUnavailable as exc:
+            return str(exc)
+        if hasattr(ort, "preload_dlls"):
+            try:  # CUDA and cuDNN from the nvidia-* wheels, where ORT finds them
+                ort.preload_dlls(directory="")
+            except Exception:  # a partial install: the provider check below reports what matters
+                pass
+        if self.provider not in ort.get_available_providers():
+            return (f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (install onnxruntime-gpu instead of "
+                    "onnxruntime)")
+        return cuda.unavailable()
+
+    def device(self) -> dict[str, Any]:
+        props = cuda.device_properties(0)
+        return {"type": "gpu", "name": props["name"], "compute_capability": props["compute_capability"]}
+
+    def provider_options(self, options: RunnerOptions | None = None) -> dict[str, Any]:
+        return {"device_id": "0", "use_tf32": "1" if options is not None and options.tf32 else "0"}
+
+    def make_runner(self, engine: OrtEngine, options: RunnerOptions) -> Runner:
+        return OrtCudaRunner(self, engine, options)
+
+
+class OrtCudaRunner(Runner):
+    times_gpu = True
+
+    def __init__(self, backend: OrtCudaBackend, engine: OrtEngine, options: RunnerOptions):
+        ort = _ort()
+        cuda.set_device(0)
+        self.options = options
+        self.stream = cuda.Stream()
+        self._start, self._end = cuda.Event(), cuda.Event()
+        popts = backend.provider_options(options)
+        popts.update(user_compute_stream=str(self.stream.ptr), has_user_compute_stream="1")
+        if options.cuda_graph:
+            popts["enable_cuda_graph"] = "1"
+        try:
+            self.session = backend.session(engine.path, overrides=engine.overrides, options=options,
+                                           provider_options=popts)
+        except Exception as exc:
+            msg = str(exc).strip()
+            if unsupported(msg):
+                raise ModeUnsupported(f"ort_cuda cannot run {engine.path.name}"
+                                      f"{' with CUDA graphs' if options.cuda_graph else ''}: {msg[:300]}") from None
+            raise BuildError(f"ort_cuda: cannot load engine {engine.path}: {msg[:500]}") from None
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self._sync = ort.RunOptions()
+        self._async = ort.RunOptions()
+        self._async.add_run_config_entry("disable_synchronize_execution_providers", "1")
+        self._probe = ort.RunOptions()
+        self._probe.add_run_config_entry("gpu_graph_id", "-1")  # this run is never captured into a graph
+        self._inputs: dict[str, cuda.TensorBuffers] = {}
+        self._outputs: dict[str, cuda.TensorBuffers] = {}
+        self._binding: Any = None
+        self._resident = True
+        self._last_gpu: float | None = None
+
+    # -- staging
+
+    def _stage(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """Copy a batch into the input buffers, (re)allocating and rebinding when shapes change."""
+        same = set(feeds) == set(self._inputs) and all(
+            self._inputs[k].shape == tuple(v.shape) and self._inputs[k].dtype == np.asarray(v).dtype
+            for k, v in feeds.items())
+        if not same:
+            self._free()
+            self._inputs = {k: cuda.TensorBuffers(np.shape(v), np.asarray(v).dtype) for k, v in feeds.items()}
+        for k, v in feeds.items():
+            self._inputs[k].host.array[...] = v
+            self._inputs[k].upload(self.stream)
+        self.stream.synchronize()
+        if not same:
+            self._bind()
+
+    def _bind(self) -> None:
+        binding = self.session.io_binding()
+        for name, tb in self._inputs.items():
+            binding.bind_input(name, "cuda", 0, tb.dtype, list(tb.shape), tb.device.ptr)
+        for name in self.output_names:
+            binding.bind_output(name, "cuda", 0)
+        # one run with ORT-allocated outputs, outside any graph, tells the output shapes
+        self.session.run_with_iobinding(binding, self._probe)
+        found = {name: value for name, value in zip(self.output_names, binding.get_outputs())}
+        binding.clear_binding_outputs()
+        for name in self.output_names:
+            value = found[name]
+            dtype = ORT_TYPES.get(value.data_type())
+            if dtype is None:
+                raise ModeUnsupported(f"ort_cuda: output {name!r} has type {value.data_type()}, not supported here")
+            tb = cuda.TensorBuffers(tuple(value.shape()), dtype)
+            self._outputs[name] = tb
+            binding.bind_output(name, "cuda", 0, tb.dtype, list(tb.shape), tb.device.ptr)
+        self._binding = binding
+
+    def _free(self) -> None:
+        for tb in list(self._inputs.values()) + list(self._outputs.values()):
+            tb.close()
+        self._inputs, self._outputs, self._binding = {}, {}, None
+
+    # -- the Runner interface
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._stage(feeds)
+        self.session.run_with_iobinding(self._binding, self._sync)
+        return self.fetch_outputs()
+
+    def fetch_outputs(self) -> dict[str, np.ndarray]:
+        for tb in self._outputs.values():
+            tb.download(self.stream)
+        self.stream.synchronize()
+        return {name: tb.host.array.copy() for name, tb in self._outputs.items()}
+
+    def prepare(self, feeds: Mapping[str, np.ndarray], *, resident: bool = True) -> None:
+        self._stage(feeds)
+        self._resident = resident
+
+    def run(self) -> None:
+        if not self._resident:
+            for tb in self._inputs.values():
+                tb.upload(self.stream)
+        self.session.run_with_iobinding(self._binding, self._sync)
+        if not self._resident:
+            for tb in self._outputs.values():
+                tb.download(self.stream)
+            self.stream.synchronize()
+
+    def timed_call(self) -> tuple[Any, tuple[Any, ...]]:
+        if self._resident:
+            return self.session.run_with_iobinding, (self._binding, self._sync)
+        return self.run, ()
+
+    def submit(self) -> None:
+        if not self._resident:
+            for tb in self._inputs.values():
+                tb.upload(self.stream)
+        self._start.record(self.stream)
+        self.session.run_with_iobinding(self._binding, self._async)
+        if not self._resident:
+            for tb in self._outputs.values():
+                tb.download(self.stream)
+        self._end.record(self.stream)
+
+    def wait(self) -> None:
+        self._end.synchronize()
+        self._last_gpu = self._end.seconds_since(self._start)
+
+    def last_gpu_seconds(self) -> float | None:
+        return self._last_gpu
+
+    def gpu_times(self, iterations: int) -> list[float]:
+        """Device time of ``iterations`` runs, each between CUDA events on this runner's stream."""
+        out = []
+        for _ in range(iterations):
+            self.submit()
+            self.wait()
+            assert self._last_gpu is not None
+            out.append(self._last_gpu)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"stream": "own (user_compute_stream)", "io_binding": "device pointers", "tf32": self.options.tf32,
+                "cuda_graph": self.options.cuda_graph}
+
+    def close(self) -> None:
+        self._free()
+        self.session = None
+        for handle in (self._start, self._end, self.stream):
+            handle.close()

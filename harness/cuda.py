@@ -1,0 +1,223 @@
+"""CUDA from Python through cuda-python (``cuda.bindings.runtime``): the harness's one CUDA module.
+
+Device and pinned host buffers, streams, events, asynchronous copies and graph capture, for every GPU
+backend (ONNX Runtime CUDA and TensorRT use this same code). Nothing else in the harness imports CUDA.
+Every call's status is checked; a failure raises :class:`CudaError` naming the call and CUDA's message.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .errors import HarnessError
+
+
+class CudaError(HarnessError):
+    """A CUDA runtime call failed."""
+
+
+@functools.cache
+def _rt() -> Any:
+    from cuda.bindings import runtime
+
+    return runtime
+
+
+def unavailable() -> str | None:
+    """Why CUDA cannot be used here (None when a device is usable)."""
+    try:
+        rt = _rt()
+    except ImportError:
+        return "cuda-python is not installed (pip install cuda-python)"
+    err, count = rt.cudaGetDeviceCount()
+    if err != rt.cudaError_t.cudaSuccess:
+        return f"no usable CUDA device ({_message(err)})"
+    if count == 0:
+        return "no CUDA device"
+    return None
+
+
+def _message(err: Any) -> str:
+    rt = _rt()
+    e, text = rt.cudaGetErrorString(err)
+    return f"{getattr(err, 'name', err)}: {text.decode() if isinstance(text, bytes) else text}"
+
+
+def check(result: Any, call: str) -> Any:
+    """Unpack ``(status, *values)`` from a cuda.bindings call, raising on a failed status."""
+    rt = _rt()
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if err != rt.cudaError_t.cudaSuccess:
+        raise CudaError(f"{call} failed: {_message(err)}")
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def set_device(index: int = 0) -> None:
+    check(_rt().cudaSetDevice(index), f"cudaSetDevice({index})")
+
+
+def runtime_version() -> str:
+    v = check(_rt().cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")
+    return f"{v // 1000}.{(v % 1000) // 10}"
+
+
+def device_properties(index: int = 0) -> dict[str, Any]:
+    props = check(_rt().cudaGetDeviceProperties(index), "cudaGetDeviceProperties")
+    name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+    return {"name": name.rstrip("\x00"), "compute_capability": f"{props.major}.{props.minor}",
+            "memory_gb": round(props.totalGlobalMem / 2**30, 1), "sms": props.multiProcessorCount}
+
+
+class Stream:
+    """A non-blocking CUDA stream (does not synchronize with the legacy default stream)."""
+
+    def __init__(self) -> None:
+        rt = _rt()
+        self.handle = check(rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking), "cudaStreamCreateWithFlags")
+
+    @property
+    def ptr(self) -> int:
+        """The cudaStream_t as an integer (what ONNX Runtime and TensorRT take)."""
+        return int(self.handle)
+
+    def synchronize(self) -> None:
+        check(_rt().cudaStreamSynchronize(self.handle), "cudaStreamSynchronize")
+
+    def close(self) -> None:
+        if self.handle is not None:
+            check(_rt().cudaStreamDestroy(self.handle), "cudaStreamDestroy")
+            self.handle = None
+
+
+class Event:
+    def __init__(self) -> None:
+        self.handle = check(_rt().cudaEventCreate(), "cudaEventCreate")
+
+    def record(self, stream: Stream) -> None:
+        check(_rt().cudaEventRecord(self.handle, stream.handle), "cudaEventRecord")
+
+    def synchronize(self) -> None:
+        check(_rt().cudaEventSynchronize(self.handle), "cudaEventSynchronize")
+
+    def seconds_since(self, start: Event) -> float:
+        """Device time between ``start`` and this event (both recorded and this one completed)."""
+        ms = check(_rt().cudaEventElapsedTime(start.handle, self.handle), "cudaEventElapsedTime")
+        return float(ms) / 1e3
+
+    def close(self) -> None:
+        if self.handle is not None:
+            check(_rt().cudaEventDestroy(self.handle), "cudaEventDestroy")
+            self.handle = None
+
+
+class DeviceBuffer:
+    """Device memory for one tensor (cudaMalloc)."""
+
+    def __init__(self, nbytes: int):
+        self.nbytes = int(nbytes)
+        self.ptr = int(check(_rt().cudaMalloc(max(self.nbytes, 1)), f"cudaMalloc({self.nbytes})"))
+
+    def close(self) -> None:
+        if self.ptr:
+            check(_rt().cudaFree(self.ptr), "cudaFree")
+            self.ptr = 0
+
+
+class PinnedBuffer:
+    """Page-locked host memory seen as a numpy array (cudaMallocHost): copies from it run asynchronously."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: Any):
+        self.dtype = np.dtype(dtype)
+        self.shape = tuple(int(d) for d in shape)
+        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        self.ptr = int(check(_rt().cudaMallocHost(max(self.nbytes, 1)), f"cudaMallocHost({self.nbytes})"))
+        raw = (ctypes.c_ubyte * max(self.nbytes, 1)).from_address(self.ptr)
+        self.array = np.frombuffer(raw, dtype=np.uint8, count=self.nbytes).view(self.dtype).reshape(self.shape)
+
+    def close(self) -> None:
+        if self.ptr:
+            self.array = np.empty(0)
+            check(_rt().cudaFreeHost(self.ptr), "cudaFreeHost")
+            self.ptr = 0
+
+
+def copy_to_device(dst: DeviceBuffer, src: PinnedBuffer | np.ndarray, stream: Stream, nbytes: int | None = None) -> None:
+    rt = _rt()
+    ptr = src.ptr if isinstance(src, PinnedBuffer) else np.ascontiguousarray(src).ctypes.data
+    n = src.nbytes if nbytes is None else nbytes
+    check(rt.cudaMemcpyAsync(dst.ptr, ptr, n, rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream.handle),
+          "cudaMemcpyAsync(host to device)")
+
+
+def copy_to_host(dst: PinnedBuffer | np.ndarray, src: DeviceBuffer, stream: Stream, nbytes: int | None = None) -> None:
+    rt = _rt()
+    ptr = dst.ptr if isinstance(dst, PinnedBuffer) else dst.ctypes.data
+    n = dst.nbytes if nbytes is None else nbytes
+    check(rt.cudaMemcpyAsync(ptr, src.ptr, n, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream.handle),
+          "cudaMemcpyAsync(device to host)")
+
+
+def copy_device_to_device(dst: DeviceBuffer, src: DeviceBuffer, stream: Stream, nbytes: int) -> None:
+    rt = _rt()
+    check(rt.cudaMemcpyAsync(dst.ptr, src.ptr, nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream.handle),
+          "cudaMemcpyAsync(device to device)")
+
+
+class Graph:
+    """A CUDA graph captured from the work ``enqueue`` puts on a stream, replayed with one launch."""
+
+    def __init__(self, stream: Stream, enqueue: Callable[[], None]):
+        rt = _rt()
+        self._graph = self._exec = None
+        check(rt.cudaStreamBeginCapture(stream.handle, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
+              "cudaStreamBeginCapture")
+        try:
+            enqueue()
+        finally:
+            # always end the capture, so that a failed enqueue leaves the stream usable
+            graph = check(rt.cudaStreamEndCapture(stream.handle), "cudaStreamEndCapture")
+        self._graph = graph
+        self._exec = check(rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+
+    def launch(self, stream: Stream) -> None:
+        check(_rt().cudaGraphLaunch(self._exec, stream.handle), "cudaGraphLaunch")
+
+    def close(self) -> None:
+        rt = _rt()
+        if self._exec is not None:
+            check(rt.cudaGraphExecDestroy(self._exec), "cudaGraphExecDestroy")
+            self._exec = None
+        if self._graph is not None:
+            check(rt.cudaGraphDestroy(self._graph), "cudaGraphDestroy")
+            self._graph = None
+
+
+class TensorBuffers:
+    """A tensor's device buffer plus a pinned host mirror, sized for a shape; what runners bind."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: Any):
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = np.dtype(dtype)
+        self.host = PinnedBuffer(self.shape, self.dtype)
+        self.device = DeviceBuffer(self.host.nbytes)
+
+    @property
+    def nbytes(self) -> int:
+        return self.host.nbytes
+
+    def upload(self, stream: Stream) -> None:
+        copy_to_device(self.device, self.host, stream)
+
+    def download(self, stream: Stream) -> None:
+        copy_to_host(self.host, self.device, stream)
+
+    def close(self) -> None:
+        self.host.close()
+        self.device.close()
