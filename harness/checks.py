@@ -87,7 +87,8 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
         art = apply_recipe(recipe, spec, hs.cache)
         row.update(recipe_info=art.info, recipe_seconds=round(art.seconds, 3), recipe_hit=art.hit)
         label = f"{spec.name}/{backend.name}/{recipe.name}-{profile.name}"
-        engine = backend.build(art.path, profile, hs.cache, label=label, model_hash=art.model_hash)
+        engine = backend.build(art.path, profile, hs.cache, label=label, model_hash=art.model_hash,
+                               options=hs.build_options(backend, art.build_options), calibration=art.calibration)
         row.update(build_seconds=round(engine.entry.build_seconds, 3), engine_size=engine.entry.size,
                    cache_hit=engine.entry.hit, engine_key=engine.entry.key)
         ref = reference_outputs(hs.cache, spec, samples, device=hs.settings.reference_device)
@@ -129,4 +130,33 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
     hs.write_row(row)
     if message:
         raise AccuracyGateFailure(message)
+    return row
+
+
+def check_build(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
+    """Build one case's engine (recipe first), cache it, record what it took; run nothing."""
+    spec = hs.model(case.model)
+    recipe = hs.recipe(case.recipe)
+    profile = spec.profiles[case.profile]
+    backend = get_backend(case.backend)
+    row: dict[str, Any] = {"type": "build", "id": case.id, "model": spec.name, "backend": backend.name,
+                           "recipe": recipe.name, "profile": profile.name, "recipe_kind": recipe.kind,
+                           "backend_version": backend.version()}
+    try:
+        art = apply_recipe(recipe, spec, hs.cache)
+        label = f"{spec.name}/{backend.name}/{recipe.name}-{profile.name}"
+        engine = backend.build(art.path, profile, hs.cache, label=label, model_hash=art.model_hash,
+                               options=hs.build_options(backend, art.build_options), calibration=art.calibration)
+    except ModeUnsupported as exc:
+        row.update(status="skipped", message=str(exc))
+        hs.write_row(row)
+        raise
+    except Exception as exc:
+        row.update(status="error", message=f"{type(exc).__name__}: {exc}")
+        hs.write_row(row)
+        raise
+    row.update(status="pass", build_seconds=round(engine.entry.build_seconds, 3), engine_size=engine.entry.size,
+               cache_hit=engine.entry.hit, engine_key=engine.entry.key, engine_info=engine.entry.info,
+               recipe_info=art.info)
+    hs.write_row(row)
     return row

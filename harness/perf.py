@@ -63,8 +63,12 @@ def perf_cases(hs: HarnessSession) -> Iterator[PerfCase]:
     if unknown:
         raise HarnessError(f"--perf-modes names unknown mode(s) {', '.join(unknown)}; known: {', '.join(MODES)}")
     for spec in hs.models():
-        wanted = ps.recipes or hs.registry.perf_recipes
-        recipes = [r for r in hs.model_recipes(spec) if r in wanted] if wanted else hs.model_recipes(spec)
+        if ps.recipes:  # --perf-recipes: exactly these
+            recipes = hs.model_recipes(spec, ps.recipes)
+        else:  # the model's recipes (or --recipes), those the registry's perf_recipes name
+            recipes = hs.model_recipes(spec, hs.settings.recipes)
+            if hs.registry.perf_recipes:
+                recipes = [r for r in recipes if r in hs.registry.perf_recipes]
         for backend in hs.settings.backends:
             for recipe in recipes:
                 for pname in hs.model_profiles(spec, ps.profiles or hs.settings.profiles):
@@ -249,7 +253,9 @@ def check_perf(hs: HarnessSession, case: PerfCase) -> dict[str, Any]:
         feeds = next(samples.batches(case.batch)).feeds
         art = apply_recipe(recipe, spec, hs.cache)
         label = f"{spec.name}/{backend.name}/{recipe.name}-{profile.name}"
-        engine = backend.build(art.path, profile, hs.cache, label=label, model_hash=art.model_hash)
+        options = hs.build_options(backend, art.build_options, backend.perf_build_options(case.mode, case.concurrency))
+        engine = backend.build(art.path, profile, hs.cache, label=label, model_hash=art.model_hash, options=options,
+                               calibration=art.calibration)
         row.update(engine_key=engine.entry.key, cache_hit=engine.entry.hit)
         gpu_index = 0 if backend.on_gpu else None
         with ResourceMonitor(gpu_index=gpu_index) as mon:

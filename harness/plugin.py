@@ -34,7 +34,8 @@ _OPTIONS: list[tuple[str, str, str, Any]] = [
     ("models", "comma-separated models to test (default: all in the registry)", "list", None),
     ("backends", "comma-separated backends: ort_cpu, ort_cuda, tensorrt, tensorrt_rtx (default ort_cpu)", "list",
      "ort_cpu"),
-    ("recipes", "comma-separated recipes (default: each model's list in the registry)", "list", None),
+    ("recipes", "comma-separated recipes for every selected model (default: each model's list in the registry)",
+     "list", None),
     ("profiles", "comma-separated shape profiles (default: all of each model's)", "list", None),
     ("report_dir", "where results.json and REPORT.md go (default reports)", "path", "reports"),
     ("eval_size", "evaluation-set size, overriding the registry's per-model size", "int", None),
@@ -43,6 +44,8 @@ _OPTIONS: list[tuple[str, str, str, Any]] = [
     ("baseline", "results.json to compare this run against in REPORT.md", "path", None),
     ("reference_device", "where the FP32 reference is computed: cpu (default) or gpu (ORT CUDA, TF32 off)", "str",
      "cpu"),
+    ("trt_options", "TensorRT builder options, e.g. opt_level=5,workspace_mb=4096,max_aux_streams=2,tf32=yes,"
+     "compute_capabilities=SM86+SM89 (TensorRT-RTX)", "options", None),
     ("perf_modes", "perf modes: serial, multistream, threadpool", "list", "serial,multistream,threadpool"),
     ("perf_batches", "perf batch sizes (default: 1 and each profile's opt batch)", "intlist", None),
     ("perf_concurrency", "requests in flight / threads for multistream and threadpool", "intlist", "2"),
@@ -103,6 +106,8 @@ def _value(config: pytest.Config, dest: str, kind: str, default: Any) -> Any:
             if number < 1:
                 raise ValueError
             return number
+        if kind == "options":
+            return parse_options(str(raw))
         if kind == "float":
             real = float(raw)
             if real < 0:
@@ -111,6 +116,27 @@ def _value(config: pytest.Config, dest: str, kind: str, default: Any) -> Any:
     except (ValueError, KeyError):
         raise pytest.UsageError(f"{flag} (or ini harness_{dest}): cannot use {raw!r}") from None
     return raw
+
+
+def parse_options(text: str) -> dict[str, Any]:
+    """``k=v,k2=v2``: integers, yes/no, and ``a+b`` lists."""
+    out: dict[str, Any] = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(item)
+        v: Any = value.strip()
+        if v.lower() in ("yes", "true", "on", "no", "false", "off"):
+            v = v.lower() in ("yes", "true", "on")
+        elif "+" in v:
+            v = [x for x in v.split("+") if x]
+        else:
+            try:
+                v = int(v)
+            except ValueError:
+                pass
+        out[key.strip()] = v
+    return out
 
 
 def settings_from_config(config: pytest.Config) -> Settings:
@@ -126,7 +152,7 @@ def settings_from_config(config: pytest.Config) -> Settings:
     return Settings(registry=v["registry"], report_dir=v["report_dir"], cache_dir=cache_dir, models=v["models"],
                     backends=v["backends"], recipes=v["recipes"], profiles=v["profiles"], eval_size=v["eval_size"],
                     rebuild=v["rebuild_engines"], baseline=v["baseline"], reference_device=v["reference_device"],
-                    perf=perf)
+                    trt_options=v["trt_options"] or {}, perf=perf)
 
 
 def is_worker(config: pytest.Config) -> bool:
@@ -139,6 +165,7 @@ def pytest_configure(config: pytest.Config) -> None:
         ("perf", "throughput / latency measurement (never two at once on one device)"),
         ("gpu", "needs a CUDA GPU (skipped with the reason when there is none)"),
         ("tensorrt", "needs TensorRT or TensorRT-RTX (skipped with the reason when missing)"),
+        ("build", "builds and caches an engine, runs nothing (TensorRT-RTX builds without a GPU)"),
     ):
         config.addinivalue_line("markers", f"{name}: {text}")
     try:
@@ -173,7 +200,7 @@ def _case_marks(hs: HarnessSession, model: str, backend: str, recipe: str | None
         marks.append(pytest.mark.gpu)
     if b.needs_tensorrt:
         marks.append(pytest.mark.tensorrt)
-    reason = hs.skip_reason(model, backend, recipe)
+    reason = hs.skip_reason(model, backend, recipe, build_only=kind == "build")
     if reason:
         marks.append(pytest.mark.skip(reason=reason))
     return marks
@@ -186,6 +213,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             params = [pytest.param(c, id=c.id, marks=_case_marks(hs, c.model, c.backend, c.recipe, "accuracy"))
                       for c in hs.accuracy_cases()]
             metafunc.parametrize("accuracy_case", params)
+        if "build_case" in metafunc.fixturenames:
+            params = [pytest.param(c, id=c.id, marks=_case_marks(hs, c.model, c.backend, c.recipe, "build"))
+                      for c in hs.accuracy_cases()]
+            metafunc.parametrize("build_case", params)
         if "perf_case" in metafunc.fixturenames:
             from .perf import perf_cases
 
@@ -241,6 +272,18 @@ def accuracy_check(harness_session: HarnessSession) -> Callable[..., dict[str, A
             case = AccuracyCase(case, backend, recipe, profile or next(iter(spec.profiles)))
         known = harness_session.model(case.model).known_failures.get(case.recipe)
         return _outcome(lambda: check_accuracy(harness_session, case), AccuracyGateFailure, known=known)
+
+    return check
+
+
+@pytest.fixture
+def build_check(harness_session: HarnessSession) -> Callable[[AccuracyCase], dict[str, Any]]:
+    """Build (or find in the cache) one case's engine: ``build_check(case)``."""
+    from .checks import check_build
+
+    def check(case: AccuracyCase) -> dict[str, Any]:
+        __tracebackhide__ = True
+        return _outcome(lambda: check_build(harness_session, case), AssertionError)
 
     return check
 

@@ -151,6 +151,20 @@ def accuracy_section(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def build_section(rows: list[dict[str, Any]]) -> list[str]:
+    builds = sorted((r for r in rows if r.get("type") == "build" and r.get("status") == "pass"),
+                    key=lambda r: (r["model"], *recipe_order(r)))
+    if not builds:
+        return []
+    table = [[r["model"], r["backend"], r.get("backend_version"), r["recipe"], r["profile"], _size(r.get("engine_size")),
+              _num(r.get("build_seconds")), "hit" if r.get("cache_hit") else "built",
+              str(r.get("engine_key", ""))[:12]] for r in builds]
+    return ["## Engines built", "", "Built and cached by `pytest -m build` (nothing run); *build s* is the build's "
+            "own time when it was built.", "",
+            tabulate(table, headers=["model", "backend", "version", "recipe", "profile", "size", "build s", "cache",
+                                     "key"], tablefmt="github", disable_numparse=True), ""]
+
+
 def failures_section(rows: list[dict[str, Any]]) -> list[str]:
     out: list[str] = []
     for title, statuses in (("Failures", ("fail", "error")), ("Known failures", ("known failure",)),
@@ -192,7 +206,8 @@ def render(data: dict[str, Any], *, extra_sections: Iterable[list[str]] = ()) ->
     ]
     from .perf_report import perf_sections
 
-    parts = [head, accuracy_section(rows), *perf_sections(rows), failures_section(rows), *extra_sections,
+    parts = [head, accuracy_section(rows), *perf_sections(rows), build_section(rows), failures_section(rows),
+             *extra_sections,
              environment_section(data.get("environment", {}))]
     return "\n".join(line for part in parts for line in part).rstrip() + "\n"
 

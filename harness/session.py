@@ -52,6 +52,7 @@ class Settings:
     rebuild: bool = False
     baseline: Path | None = None
     reference_device: str = "cpu"
+    trt_options: dict[str, Any] = field(default_factory=dict)  # builder options for tensorrt / tensorrt_rtx
     perf: PerfSettings = field(default_factory=PerfSettings)
 
 
@@ -138,13 +139,10 @@ class HarnessSession:
         return self.recipes[name]
 
     def model_recipes(self, spec: ModelSpec, wanted: list[str] | None = None) -> list[str]:
-        names = spec.recipes or self.registry.default_recipes
+        """The model's recipes (its registry list, or the defaults); ``wanted`` (--recipes) replaces them."""
+        names = list(wanted) if wanted else (spec.recipes or self.registry.default_recipes)
         for n in names:
             self.recipe(n)
-        if wanted:
-            for n in wanted:
-                self.recipe(n)
-            names = [n for n in names if n in wanted]
         return names
 
     def model_profiles(self, spec: ModelSpec, wanted: list[str] | None = None) -> list[str]:
@@ -158,13 +156,21 @@ class HarnessSession:
                     for profile in self.model_profiles(spec, self.settings.profiles):
                         yield AccuracyCase(spec.name, backend, recipe, profile)
 
-    def skip_reason(self, model: str, backend: str, recipe: str | None = None) -> str | None:
-        """Why a case cannot run here (a missing package, backend or device), or None."""
+    def build_options(self, backend: Any, *parts: dict[str, Any]) -> dict[str, Any]:
+        """Builder options for a backend: the user's (--trt-options, TensorRT only), then recipe and mode's."""
+        out: dict[str, Any] = dict(self.settings.trt_options) if backend.needs_tensorrt else {}
+        for p in parts:
+            out.update(p)
+        return out
+
+    def skip_reason(self, model: str, backend: str, recipe: str | None = None, *, build_only: bool = False) -> str | None:
+        """Why a case cannot run here (a missing package, backend or device), or None. ``build_only``: only
+        the engine is built (TensorRT-RTX builds without a GPU)."""
         spec = self.model(model)
         if spec.unavailable:
             return f"model {model!r} is unavailable: {spec.unavailable}"
         b = get_backend(backend)
-        reason = b.unavailable()
+        reason = b.cannot_build() if build_only else b.unavailable()
         if reason:
             return f"{backend}: {reason}"
         if recipe is not None:

@@ -12,6 +12,8 @@ from .base import Backend, Engine, Runner, RunnerOptions
 BACKENDS = {
     "ort_cpu": "harness.backends.ort:OrtCpuBackend",
     "ort_cuda": "harness.backends.ort_cuda:OrtCudaBackend",
+    "tensorrt": "harness.backends.tensorrt:TensorRTBackend",
+    "tensorrt_rtx": "harness.backends.tensorrt:TensorRTRtxBackend",
 }
 
 

@@ -126,7 +126,13 @@ class Backend(ABC):
 
     def unsupported_recipe(self, recipe_kind: str) -> str | None:
         """Why this backend cannot run a precision (None when it can)."""
+        if recipe_kind == "trt_legacy" and not self.needs_tensorrt:
+            return "TensorRT 10's weak typing is a TensorRT builder feature"
         return None
+
+    def perf_build_options(self, mode: str, concurrency: int) -> dict[str, Any]:
+        """Build options a perf mode needs (TensorRT: one optimization profile per concurrent context)."""
+        return {}
 
     def runner_threads(self, mode: str, runners: int) -> int | None:
         """Host threads each runner may use in a perf mode (None: not the backend's business)."""
@@ -142,11 +148,12 @@ class Backend(ABC):
 
     @abstractmethod
     def build(self, model: Path, profile: Profile, cache: Cache, *, label: str, model_hash: str,
-              options: Mapping[str, Any] | None = None) -> Engine:
+              options: Mapping[str, Any] | None = None, calibration: Any = None) -> Engine:
         """Build (or take from the cache) an engine for ``model`` under ``profile``.
 
         ``label`` names the cache folder (``model/backend/recipe-profile``); ``model_hash`` identifies the
-        model's bytes for the key.
+        model's bytes for the key; ``options`` are builder options (part of the key); ``calibration`` is a
+        SampleSet for backends that calibrate while building (TensorRT 10's legacy INT8).
         """
 
     def key_parts(self, model_hash: str, profile: Profile, options: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -115,7 +115,7 @@ class OrtBackend(Backend):
         return ort.InferenceSession(str(model), so, providers=[(self.provider, popts)])
 
     def build(self, model: Path, profile: Profile, cache: Cache, *, label: str, model_hash: str,
-              options: Mapping[str, Any] | None = None) -> OrtEngine:
+              options: Mapping[str, Any] | None = None, calibration: Any = None) -> OrtEngine:
         reason = self.unavailable()
         if reason:
             raise BackendUnavailable(reason)
@@ -149,7 +149,7 @@ class OrtCpuBackend(OrtBackend):
     def unsupported_recipe(self, recipe_kind: str) -> str | None:
         if recipe_kind == "bf16":
             return "ONNX Runtime's CPU provider has no bfloat16 kernels for most operators"
-        return None
+        return super().unsupported_recipe(recipe_kind)
 
     def runner_threads(self, mode: str, runners: int) -> int | None:
         """Split the cores: N runners x threads <= cores; a session serving run_async needs a pool of >= 2."""

@@ -20,7 +20,7 @@ from ..cache import Cache, Entry
 from ..errors import RecipeError, RegistryError
 from ..spec import ModelSpec, Registry
 
-KINDS = ("fp32", "fp16", "bf16", "int8")
+KINDS = ("fp32", "fp16", "bf16", "int8", "trt_legacy")
 
 
 class RecipeWarning(UserWarning):
@@ -35,9 +35,11 @@ BUILTIN: dict[str, dict[str, Any]] = {
     "int8-percentile": {"kind": "int8", "method": "percentile"},
     "int8-minmax-pc": {"kind": "int8", "method": "minmax", "per_channel": True},
     "int8-minmax-generated": {"kind": "int8", "method": "minmax", "calibration": "generated"},
+    "trt10-legacy-fp16": {"kind": "trt_legacy", "precision": "fp16"},
+    "trt10-legacy-int8": {"kind": "trt_legacy", "precision": "int8", "calibrator": "entropy"},
 }
 # bump when a transform changes what it writes: every cached artifact of that kind is then rebuilt
-RECIPE_VERSION = {"fp16": 1, "bf16": 1, "int8": 1}
+RECIPE_VERSION = {"fp16": 1, "bf16": 1, "int8": 2}
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,10 @@ class RecipeArtifact:
     model_hash: str  # hash of the artifact's bytes (the source model's, for fp32)
     info: dict[str, Any] = field(default_factory=dict)
     entry: Entry | None = None
+    # for recipes applied at build time (TensorRT 10's weak typing): options for the builder, and the
+    # calibration samples a builder-side INT8 calibrator reads
+    build_options: dict[str, Any] = field(default_factory=dict)
+    calibration: Any = None
 
     @property
     def seconds(self) -> float:
@@ -97,6 +103,17 @@ def apply_recipe(recipe: Recipe, spec: ModelSpec, cache: Cache) -> RecipeArtifac
     """The recipe's ONNX for ``spec``: built once and cached; fp32 is the source model itself."""
     if recipe.kind == "fp32":
         return RecipeArtifact(recipe, spec.path, spec.model_bytes_hash(), {"transform": "none (source model)"})
+    if recipe.kind == "trt_legacy":
+        params = recipe.options
+        calibration = calibration_set(spec, params) if params["precision"] == "int8" else None
+        info: dict[str, Any] = {"transform": "none: TensorRT 10 weak typing at build time"}
+        if calibration is not None:
+            info.update(calibration_source="real" if calibration.real else "generated",
+                        calibration_samples=calibration.count)
+        return RecipeArtifact(recipe, spec.path, spec.model_bytes_hash(), info,
+                              build_options={"legacy_precision": params["precision"],
+                                             "legacy_calibrator": params["calibrator"]},
+                              calibration=calibration)
     parts, calibration = recipe_key_parts(recipe, spec)
 
     def build(path: Path) -> dict[str, Any]:

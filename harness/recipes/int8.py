@@ -122,6 +122,10 @@ def quantize(model: onnx.ModelProto, out: Path, batches: Iterator[dict[str, np.n
         except Exception as exc:  # ORT's quantizer raises plain exceptions with useful text
             raise RecipeError(f"INT8 quantization of {model_name!r} failed: {str(exc).strip()[:500]}") from None
     quantized = onnx.load(str(out))
+    folded = fold_scalar_quantized_constants(quantized)
+    if folded:
+        onnx.save(quantized, str(out))
+        info["scalar_constants_kept_float"] = folded
     info.update(describe_qdq(quantized))
     if not info["nodes_quantized"]:
         info["warning"] = (f"the int8 recipe quantized nothing in {model_name!r}: no node of the op types "
@@ -152,6 +156,40 @@ def _entropy_ranges(model: Path, batches: Iterator[dict[str, np.ndarray]], op_ty
         # ONNX Runtime's threshold search is the same, looped in Python: minutes on a real model
         thresholds = compute_entropy(calibrator.collector.histogram_dict, ENTROPY_BINS[1])
         save_tensors_data(TensorsData(CalibrationMethod.Entropy, thresholds), out)
+
+
+def fold_scalar_quantized_constants(model: onnx.ModelProto) -> int:
+    """Replace DequantizeLinear of a one-element quantized constant with the float it yields.
+
+    ONNX Runtime quantizes every input of the ops it handles, epsilons of decomposed LayerNorms included;
+    TensorRT refuses such quantized scalar constants ("Quantized constant ... is only allowed before DQ"),
+    and an int8 epsilon saves nothing. The float written is exactly what the DequantizeLinear computes.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    keep, folded = [], 0
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits and node.input[1] in inits:
+            q = numpy_helper.to_array(inits[node.input[0]])
+            if q.size == 1:
+                scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+                zp = (numpy_helper.to_array(inits[node.input[2]]).astype(np.float32)
+                      if len(node.input) > 2 and node.input[2] in inits else np.float32(0))
+                value = ((q.astype(np.float32) - zp) * scale).astype(np.float32).reshape(q.shape)
+                graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+                folded += 1
+                continue
+        keep.append(node)
+    if folded:
+        del graph.node[:]
+        graph.node.extend(keep)
+        used = {i for n in graph.node for i in n.input}
+        kept = [i for i in graph.initializer if i.name in used or i.name in {o.name for o in graph.output}]
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+    return folded
 
 
 def describe_qdq(model: onnx.ModelProto) -> dict[str, Any]:

@@ -16,6 +16,9 @@ OPTIONS: dict[str, dict[str, Any]] = {
     # ONNX Runtime can, e.g. ["Conv", "MatMul", "Gemm"] restricts it
     "int8": {"method": "minmax", "per_channel": False, "op_types": [], "calibration": "auto",
              "calibration_size": 0, "percentile": 99.999, "preprocess": True},
+    # TensorRT 10's weak typing, opt-in: the FP32 model built with the FP16 (and INT8 + calibrator) builder
+    # flags. TensorRT 11 and TensorRT-RTX refuse it with the reason; other backends skip it.
+    "trt_legacy": {"precision": "fp16", "calibrator": "entropy", "calibration": "auto", "calibration_size": 0},
 }
 
 
@@ -36,6 +39,13 @@ def check_options(kind: str, given: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(default, (int, float)) and not isinstance(default, bool) and (
                 not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
             raise ValueError(f"{key} must be a non-negative number, got {value!r}")
+    if kind == "trt_legacy":
+        if params["precision"] not in ("fp16", "int8"):
+            raise ValueError(f"precision must be fp16 or int8, got {params['precision']!r}")
+        if params["calibrator"] not in ("entropy", "minmax"):
+            raise ValueError(f"calibrator must be entropy or minmax, got {params['calibrator']!r}")
+        if params["calibration"] not in ("auto", "real", "generated"):
+            raise ValueError(f"calibration must be auto, real or generated, got {params['calibration']!r}")
     if kind == "int8":
         if params["method"] not in ("minmax", "entropy", "percentile"):
             raise ValueError(f"method must be minmax, entropy or percentile, got {params['method']!r}")
