@@ -214,8 +214,12 @@ def render(data: dict[str, Any], *, extra_sections: Iterable[list[str]] = ()) ->
 
 def write_report(report_dir: Path, data: dict[str, Any] | None = None, *,
                  extra_sections: Iterable[list[str]] = ()) -> Path:
+    """REPORT.md (and its plots, with matplotlib) from results.json."""
+    from .plots import write_plots
+
     if data is None:
         data = load_results(report_dir / RESULTS)
+    plots = write_plots(report_dir, data.get("rows", []))
     path = report_dir / REPORT
-    write_text_atomic(path, render(data, extra_sections=extra_sections))
+    write_text_atomic(path, render(data, extra_sections=[*extra_sections, plots]))
     return path

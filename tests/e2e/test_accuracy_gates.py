@@ -23,6 +23,7 @@ def test_serial_and_two_workers_give_the_same_report_rows(project):
         return re.sub(r"<details>.*?</details>", "", body, flags=re.S)
 
     assert tables(project.report("serial")) == tables(project.report("parallel"))
+    assert (project.path / "serial" / "plots" / "classifier-accuracy.png").is_file()
     assert re.search(r"\| ort_cpu +\| fp32 +\| dynamic +\| – +\| 8 ", project.report("serial"))
 
 

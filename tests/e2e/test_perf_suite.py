@@ -21,6 +21,8 @@ def test_the_perf_sweep_writes_rows_and_the_report_tables(project):
         assert r["threads_per_runner"] >= 1 and isinstance(r["stable"], bool)
     report = project.report()
     assert "## Throughput and latency" in report and "## Which configuration wins" in report
+    assert "![ranker throughput](plots/ranker-throughput.png)" in report
+    assert (project.path / "reports" / "plots" / "ranker-throughput.png").stat().st_size > 1000
     assert re.search(r"\| ranker +\| ort_cpu +\| fp32 +\| [\d,.]+ +\| \w+ b\d+", report)
     assert re.search(r"test_perf\[ranker-ort_cpu-fp32-dynamic-threadpool-b64-n2\] PASSED", result.stdout.str()) \
         or "passed" in result.stdout.str()
