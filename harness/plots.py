@@ -59,13 +59,14 @@ def write_plots(report_dir: Path, rows: list[dict[str, Any]]) -> list[str]:
         plt.close(fig)
         lines.append(f"![{model} throughput]({PLOTS}/{name})")
     for model, rs in sorted(acc.items()):
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        labels = [f"{r['backend']}\n{r['recipe']}\n{r['profile']}" for r in rs]
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        rs = sorted(rs, key=lambda r: (r["backend"], str(r.get("recipe_kind")), r["recipe"], r["profile"]))
+        labels = [f"{r['backend']} {r['recipe']} {r['profile']}" for r in rs]
         values = [max(float(r["metrics"]["rel_l2.p99"]), 1e-9) for r in rs]
         colors = ["tab:red" if r.get("status") in ("fail", "known failure") else "tab:blue" for r in rs]
         ax.bar(range(len(rs)), values, color=colors)
         ax.set_yscale("log")
-        ax.set_xticks(range(len(rs)), labels, fontsize=5)
+        ax.set_xticks(range(len(rs)), labels, fontsize=5, rotation=90)
         ax.set_ylabel("p99 relative L2 error")
         ax.set_title(f"{model}: accuracy against the FP32 reference (red: gate fails)")
         fig.tight_layout()
