@@ -70,6 +70,7 @@ def best_table(rows: list[dict[str, Any]]) -> tuple[str, list[str]]:
                     and not r.get("cuda_graph")), key=lambda r: r["throughput"], default=None)
         best = max(rs, key=lambda r: r["throughput"])
         config = f"{best['mode']} b{best['batch']}" + (f" n{best['concurrency']}" if best["mode"] != "serial" else "") \
+            + (" +graph" if best.get("cuda_graph") else "") + ("" if best.get("resident", True) else " +copy") \
             + f" ({best['profile']})"
         speedup = best["throughput"] / base["throughput"] if base else None
         table.append([model, backend, recipe, _rate(base["throughput"]) if base else "–", config,

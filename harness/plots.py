@@ -38,24 +38,34 @@ def write_plots(report_dir: Path, rows: list[dict[str, Any]]) -> list[str]:
         elif r.get("type") == "accuracy" and (r.get("metrics") or {}).get("rel_l2.p99") is not None:
             acc[r["model"]].append(r)
     for model, rs in sorted(perf.items()):
-        fig, ax = plt.subplots(figsize=(7, 4))
-        series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        panels: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in rs:
-            label = f"{r['backend']} {r['recipe']} {r['mode']}" + (f" n{r['concurrency']}" if r["mode"] != "serial" else "") \
-                + (" +graph" if r.get("cuda_graph") else "") + ("" if r.get("resident", True) else " +copy")
-            series[label].append((int(r["batch"]), float(r["throughput"])))
-        for label, pts in sorted(series.items()):
-            pts = sorted(set(pts))
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("batch size")
-        ax.set_ylabel("samples / s")
-        ax.set_title(f"{model}: throughput")
-        ax.legend(fontsize=6, ncol=2)
+            panels[f"{r['backend']} {r['recipe']}"].append(r)
+        cols = min(2, len(panels))
+        nrows = -(-len(panels) // cols)
+        fig, axes = plt.subplots(nrows, cols, figsize=(6 * cols, 3.6 * nrows), squeeze=False, sharey=True)
+        for ax, (title, prs) in zip(axes.flat, sorted(panels.items())):
+            series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+            for r in prs:
+                label = r["mode"] + (f" n{r['concurrency']}" if r["mode"] != "serial" else "") \
+                    + (" +graph" if r.get("cuda_graph") else "") + ("" if r.get("resident", True) else " +copy")
+                series[label].append((int(r["batch"]), float(r["throughput"])))
+            for label, pts in sorted(series.items()):
+                pts = sorted(set(pts))
+                style = "--" if "+graph" in label else "-"
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=label)
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("batch size")
+            ax.set_ylabel("samples / s")
+            ax.set_title(title, fontsize=9)
+            ax.legend(fontsize=6)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.axis("off")
+        fig.suptitle(f"{model}: throughput")
         fig.tight_layout()
         name = f"{model}-throughput.png"
-        fig.savefig(folder / name, dpi=110)
+        fig.savefig(folder / name, dpi=100)
         plt.close(fig)
         lines.append(f"![{model} throughput]({PLOTS}/{name})")
     for model, rs in sorted(acc.items()):

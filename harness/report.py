@@ -167,8 +167,7 @@ def build_section(rows: list[dict[str, Any]]) -> list[str]:
 
 def failures_section(rows: list[dict[str, Any]]) -> list[str]:
     out: list[str] = []
-    for title, statuses in (("Failures", ("fail", "error")), ("Known failures", ("known failure",)),
-                            ("Skipped", ("skipped",))):
+    for title, statuses in (("Failures", ("fail", "error")), ("Known failures", ("known failure",))):
         bad = [r for r in rows if r.get("status") in statuses]
         if not bad:
             continue
@@ -179,6 +178,15 @@ def failures_section(rows: list[dict[str, Any]]) -> list[str]:
             if r.get("known_failure"):
                 out += [f"Known: {r['known_failure']}", ""]
             out += ["```", str(r.get("message", "")).strip(), "```", ""]
+    skipped: dict[str, list[str]] = defaultdict(list)
+    for r in rows:
+        if r.get("status") == "skipped":
+            skipped[str(r.get("message", "")).strip()].append(str(r.get("id", r.get("model"))))
+    if skipped:
+        out += ["## Skipped", "", "Cases that started and found they cannot run here, by reason.", ""]
+        for reason, ids in sorted(skipped.items(), key=lambda kv: -len(kv[1])):
+            out.append(f"- **{len(ids)}** ({', '.join(ids[:4])}{', ...' if len(ids) > 4 else ''}): {reason}")
+        out.append("")
     return out
 
 

@@ -34,7 +34,7 @@ def _ort() -> Any:
 
 # how ONNX Runtime says it cannot run something (not a bug of the model or the harness): the case is skipped
 _UNSUPPORTED = ("NOT_IMPLEMENTED", "Could not find an implementation", "is not set",
-                "cannot use the CUDA Graph feature")
+                "cannot use the CUDA Graph feature", "cannot use the graph capture feature")
 
 
 def unsupported(message: str) -> bool:
