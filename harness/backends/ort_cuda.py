@@ -6,9 +6,10 @@ found with one run whose outputs ONNX Runtime allocates (outside any CUDA graph)
 are bound to the runner's buffers. With ``cuda_graph`` ONNX Runtime captures the run into a CUDA graph
 (``enable_cuda_graph``) and replays it. TF32 is off unless asked for: FP32 accuracy is measured in FP32.
 
-``run`` is synchronous (ONNX Runtime synchronizes the stream at the end of a run); ``submit`` runs with
-``disable_synchronize_execution_providers`` so that it returns once the work is queued, recording CUDA
-events around it; ``wait`` synchronizes on the end event and keeps the device time between the events.
+Streams, events, buffers, resident or copied inputs, ``run`` / ``submit`` / ``wait`` and event timing come
+from :class:`~harness.backends.gpu_runner.GpuRunner`, shared with TensorRT. A synchronous run lets ONNX
+Runtime synchronize the stream at its end; a submitted one runs with
+``disable_synchronize_execution_providers`` so that it returns once the work is queued.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 from .. import cuda
 from ..errors import BackendUnavailable, BuildError, ModeUnsupported
 from .base import Runner, RunnerOptions
+from .gpu_runner import GpuRunner
 from .ort import OrtBackend, OrtEngine, _ort, unsupported
 
 ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -59,15 +61,11 @@ class OrtCudaBackend(OrtBackend):
         return OrtCudaRunner(self, engine, options)
 
 
-class OrtCudaRunner(Runner):
-    times_gpu = True
-
+class OrtCudaRunner(GpuRunner):
     def __init__(self, backend: OrtCudaBackend, engine: OrtEngine, options: RunnerOptions):
         ort = _ort()
-        cuda.set_device(0)
+        super().__init__()
         self.options = options
-        self.stream = cuda.Stream()
-        self._start, self._end = cuda.Event(), cuda.Event()
         popts = backend.provider_options(options)
         popts.update(user_compute_stream=str(self.stream.ptr), has_user_compute_stream="1")
         if options.cuda_graph:
@@ -76,6 +74,7 @@ class OrtCudaRunner(Runner):
             self.session = backend.session(engine.path, overrides=engine.overrides, options=options,
                                            provider_options=popts)
         except Exception as exc:
+            super().close()
             msg = str(exc).strip()
             if unsupported(msg):
                 raise ModeUnsupported(f"ort_cuda cannot run {engine.path.name}"
@@ -88,25 +87,19 @@ class OrtCudaRunner(Runner):
         self._async.add_run_config_entry("disable_synchronize_execution_providers", "1")
         self._probe = ort.RunOptions()
         self._probe.add_run_config_entry("gpu_graph_id", "-1")  # this run is never captured into a graph
-        self._inputs: dict[str, cuda.TensorBuffers] = {}
-        self._outputs: dict[str, cuda.TensorBuffers] = {}
         self._binding: Any = None
-        self._resident = True
-        self._last_gpu: float | None = None
-
-    # -- staging
 
     def _stage(self, feeds: Mapping[str, np.ndarray]) -> None:
-        """Copy a batch into the input buffers, (re)allocating and rebinding when shapes change."""
         same = set(feeds) == set(self._inputs) and all(
             self._inputs[k].shape == tuple(v.shape) and self._inputs[k].dtype == np.asarray(v).dtype
             for k, v in feeds.items())
         if not same:
-            self._free()
+            self._free_buffers()
+            self._binding = None
             self._inputs = {k: cuda.TensorBuffers(np.shape(v), np.asarray(v).dtype) for k, v in feeds.items()}
         for k, v in feeds.items():
             self._inputs[k].host.array[...] = v
-            self._inputs[k].upload(self.stream)
+        self._upload_inputs()
         self.stream.synchronize()
         if not same:
             self._bind()
@@ -131,77 +124,20 @@ class OrtCudaRunner(Runner):
             binding.bind_output(name, "cuda", 0, tb.dtype, list(tb.shape), tb.device.ptr)
         self._binding = binding
 
-    def _free(self) -> None:
-        for tb in list(self._inputs.values()) + list(self._outputs.values()):
-            tb.close()
-        self._inputs, self._outputs, self._binding = {}, {}, None
-
-    # -- the Runner interface
-
-    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self._stage(feeds)
-        self.session.run_with_iobinding(self._binding, self._sync)
-        return self.fetch_outputs()
-
-    def fetch_outputs(self) -> dict[str, np.ndarray]:
-        for tb in self._outputs.values():
-            tb.download(self.stream)
-        self.stream.synchronize()
-        return {name: tb.host.array.copy() for name, tb in self._outputs.items()}
-
-    def prepare(self, feeds: Mapping[str, np.ndarray], *, resident: bool = True) -> None:
-        self._stage(feeds)
-        self._resident = resident
-
-    def run(self) -> None:
-        if not self._resident:
-            for tb in self._inputs.values():
-                tb.upload(self.stream)
-        self.session.run_with_iobinding(self._binding, self._sync)
-        if not self._resident:
-            for tb in self._outputs.values():
-                tb.download(self.stream)
-            self.stream.synchronize()
+    def _execute(self, sync: bool) -> None:
+        # ORT synchronizes the stream at the end of a run unless the run options say not to
+        self.session.run_with_iobinding(self._binding, self._sync if sync else self._async)
 
     def timed_call(self) -> tuple[Any, tuple[Any, ...]]:
         if self._resident:
             return self.session.run_with_iobinding, (self._binding, self._sync)
         return self.run, ()
 
-    def submit(self) -> None:
-        if not self._resident:
-            for tb in self._inputs.values():
-                tb.upload(self.stream)
-        self._start.record(self.stream)
-        self.session.run_with_iobinding(self._binding, self._async)
-        if not self._resident:
-            for tb in self._outputs.values():
-                tb.download(self.stream)
-        self._end.record(self.stream)
-
-    def wait(self) -> None:
-        self._end.synchronize()
-        self._last_gpu = self._end.seconds_since(self._start)
-
-    def last_gpu_seconds(self) -> float | None:
-        return self._last_gpu
-
-    def gpu_times(self, iterations: int) -> list[float]:
-        """Device time of ``iterations`` runs, each between CUDA events on this runner's stream."""
-        out = []
-        for _ in range(iterations):
-            self.submit()
-            self.wait()
-            assert self._last_gpu is not None
-            out.append(self._last_gpu)
-        return out
-
     def describe(self) -> dict[str, Any]:
         return {"stream": "own (user_compute_stream)", "io_binding": "device pointers", "tf32": self.options.tf32,
                 "cuda_graph": self.options.cuda_graph}
 
     def close(self) -> None:
-        self._free()
-        self.session = None
-        for handle in (self._start, self._end, self.stream):
-            handle.close()
+        self._binding = None
+        self.session = None  # the session goes before the stream it runs on
+        super().close()

@@ -40,6 +40,7 @@ from ..cache import Cache, Entry
 from ..errors import BackendUnavailable, BuildError, HarnessError, ModeUnsupported
 from ..profiles import Profile
 from .base import Backend, Engine, Runner, RunnerOptions
+from .gpu_runner import GpuRunner
 from .tensorrt_support import (
     CalibrationFeeder,
     ProfileSlots,
@@ -502,26 +503,24 @@ class TensorRTRtxBackend(TensorRTBackend):
         return None  # no-ops in TensorRT-RTX
 
 
-class TrtRunner(Runner):
-    """One execution context, optimization profile, stream and set of buffers."""
-
-    times_gpu = True
+class TrtRunner(GpuRunner):
+    """One execution context and optimization profile, on the GPU machinery ORT CUDA shares."""
 
     def __init__(self, engine: TrtEngine, options: RunnerOptions):
         self.engine = engine
         self.options = options
         trt_engine = engine.deserialized()
         mod = engine.backend.module()
+        super().__init__()
         self.profile_index = engine.slots.acquire()
-        self.stream = cuda.Stream()
-        self._start, self._end = cuda.Event(), cuda.Event()
+        self.context: trt.IExecutionContext | None = None
         context = trt_engine.create_execution_context()
         if context is None:
-            engine.slots.release(self.profile_index)
-            raise BuildError(f"{engine.backend.name}: cannot create an execution context for {engine.path} "
-                             "(out of device memory?)")
-        self.context: trt.IExecutionContext = context
-        if not self.context.set_optimization_profile_async(self.profile_index, self.stream.ptr):
+            self.close()
+            raise BuildError(engine.backend._failure(f"creating an execution context for {engine.path}"))
+        self.context = context
+        if not context.set_optimization_profile_async(self.profile_index, self.stream.ptr):
+            self.close()
             raise HarnessError(f"{engine.backend.name}: execution context refused optimization profile "
                                f"{self.profile_index} of {engine.path}")
         self.stream.synchronize()
@@ -530,43 +529,42 @@ class TrtRunner(Runner):
         self.input_names = [n for n in names if is_input[n]]
         self.output_names = [n for n in names if not is_input[n]]
         self._dtypes = {n: numpy_dtype(trt_engine.get_tensor_dtype(n), n) for n in names}
-        self._inputs: dict[str, cuda.TensorBuffers] = {}
-        self._outputs: dict[str, cuda.TensorBuffers] = {}
         self._graph: cuda.Graph | None = None
-        self._resident = True
-        self._last_gpu: float | None = None
 
     def _stage(self, feeds: Mapping[str, np.ndarray]) -> None:
         mod = self.engine.backend.module()
+        context = self.context
+        assert context is not None
         missing = [n for n in self.input_names if n not in feeds]
         if missing:
             raise HarnessError(f"{self.engine.backend.name}: feeds lack input(s) {', '.join(missing)}")
         same = all(n in self._inputs and self._inputs[n].shape == tuple(np.shape(feeds[n])) for n in self.input_names)
         if not same:
-            self._free()
+            self._free_buffers()
             for name in self.input_names:
                 arr = np.asarray(feeds[name])
                 if arr.dtype != self._dtypes[name]:
                     raise HarnessError(f"input {name!r} is {arr.dtype}, the engine wants {self._dtypes[name]}")
                 tb = cuda.TensorBuffers(arr.shape, arr.dtype)
                 self._inputs[name] = tb
-                if not self.context.set_input_shape(name, mod.Dims(arr.shape)):
+                if not context.set_input_shape(name, mod.Dims(arr.shape)):
                     raise HarnessError(f"input {name!r}: shape {list(arr.shape)} is outside the engine's profile")
-                self.context.set_tensor_address(name, tb.device.ptr)
+                context.set_tensor_address(name, tb.device.ptr)
             for name in self.output_names:
-                shape = _dims(self.context.get_tensor_shape(name))
+                shape = _dims(context.get_tensor_shape(name))
                 buffer_nbytes(shape, self._dtypes[name], name)  # refuses unknown dims with the reason
                 tb = cuda.TensorBuffers(shape, self._dtypes[name])
                 self._outputs[name] = tb
-                self.context.set_tensor_address(name, tb.device.ptr)
+                context.set_tensor_address(name, tb.device.ptr)
         for name in self.input_names:
             self._inputs[name].host.array[...] = feeds[name]
-            self._inputs[name].upload(self.stream)
+        self._upload_inputs()
         self.stream.synchronize()
         if self.options.cuda_graph and (self._graph is None or not same):
             self._capture()
 
     def _enqueue(self) -> None:
+        assert self.context is not None
         if not self.context.execute_async_v3(self.stream.ptr):
             raise HarnessError(self.engine.backend._failure("execute_async_v3"))
 
@@ -577,80 +575,26 @@ class TrtRunner(Runner):
         self.stream.synchronize()
         self._graph = cuda.Graph(self.stream, self._enqueue)
 
-    def _execute(self) -> None:
+    def _execute(self, sync: bool) -> None:
+        # enqueue only: GpuRunner synchronizes where a run must be synchronous
         if self._graph is not None:
             self._graph.launch(self.stream)
         else:
             self._enqueue()
 
-    def _free(self) -> None:
-        if self._graph is not None:
+    def _free_buffers(self) -> None:
+        if getattr(self, "_graph", None) is not None:
+            assert self._graph is not None
             self._graph.close()
             self._graph = None
-        for tb in list(self._inputs.values()) + list(self._outputs.values()):
-            tb.close()
-        self._inputs, self._outputs = {}, {}
-
-    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self._stage(feeds)
-        self._execute()
-        return self.fetch_outputs()
-
-    def fetch_outputs(self) -> dict[str, np.ndarray]:
-        for tb in self._outputs.values():
-            tb.download(self.stream)
-        self.stream.synchronize()
-        return {name: tb.host.array.copy() for name, tb in self._outputs.items()}
-
-    def prepare(self, feeds: Mapping[str, np.ndarray], *, resident: bool = True) -> None:
-        self._stage(feeds)
-        self._resident = resident
-
-    def run(self) -> None:
-        if not self._resident:
-            for tb in self._inputs.values():
-                tb.upload(self.stream)
-        self._execute()
-        if not self._resident:
-            for tb in self._outputs.values():
-                tb.download(self.stream)
-        self.stream.synchronize()
-
-    def submit(self) -> None:
-        if not self._resident:
-            for tb in self._inputs.values():
-                tb.upload(self.stream)
-        self._start.record(self.stream)
-        self._execute()
-        if not self._resident:
-            for tb in self._outputs.values():
-                tb.download(self.stream)
-        self._end.record(self.stream)
-
-    def wait(self) -> None:
-        self._end.synchronize()
-        self._last_gpu = self._end.seconds_since(self._start)
-
-    def last_gpu_seconds(self) -> float | None:
-        return self._last_gpu
-
-    def gpu_times(self, iterations: int) -> list[float]:
-        out = []
-        for _ in range(iterations):
-            self.submit()
-            self.wait()
-            assert self._last_gpu is not None
-            out.append(self._last_gpu)
-        return out
+        super()._free_buffers()
 
     def describe(self) -> dict[str, Any]:
         return {"stream": "own", "profile": self.profile_index, "profiles": self.engine.slots.count,
                 "tf32": bool(self.engine.options["tf32"]), "cuda_graph": self.options.cuda_graph}
 
     def close(self) -> None:
-        self._free()
-        if getattr(self, "context", None) is not None:
-            del self.context
+        super().close()
+        if self.context is not None:
+            self.context = None
             self.engine.slots.release(self.profile_index)
-        for handle in (self._start, self._end, self.stream):
-            handle.close()
