@@ -1,5 +1,7 @@
 """Perf modes, the cases the plugin generates for them, and the shared perf check.
 
+Each mode is a small class over the Runner interface (``Mode.measure(runners, policy, batch=)``):
+
 ``serial``       one runner, one request at a time, back to back.
 ``multistream``  one host thread keeps N requests in flight on N runners (each with its own stream, or on
                  the CPU its own ONNX Runtime session whose ``run_async`` runs on that session's pool),
@@ -29,8 +31,6 @@ from .recipes import apply_recipe
 from .resources import ResourceMonitor
 from .session import HarnessSession
 from .timing import Clock, Measurement, TimingPolicy, run_serial, summarize, warm_up
-
-MODES = ("serial", "multistream", "threadpool")
 
 
 @dataclass(frozen=True)
@@ -89,140 +89,178 @@ def perf_cases(hs: HarnessSession) -> Iterator[PerfCase]:
 # ---------------------------------------------------------------------------------------------- modes
 
 
-def run_multistream(runners: list[Runner], policy: TimingPolicy, *, batch: int,
-                    clock: Clock = time.perf_counter) -> Measurement:
-    n = len(runners)
-    # warm-up: whole rounds of N in flight
-    t0 = clock()
-    warm = 0
-    while True:
-        for r in runners:
-            r.submit()
-        for r in runners:
-            r.wait()
-        warm += n
-        if clock() - t0 >= policy.warmup:
-            break
-    warm_s = clock() - t0
-    starts: list[float] = []
-    ends: list[float] = []
-    gpu: list[float] = []
-    submitted = [0.0] * n
-    active = [True] * n
-    start = clock()
-    for i, r in enumerate(runners):
-        submitted[i] = clock()
-        r.submit()
-    stopping = capped = False
-    i = 0
-    while any(active):
-        if active[i]:
-            r = runners[i]
-            r.wait()
-            t = clock()
-            starts.append(submitted[i])
-            ends.append(t)
-            g = r.last_gpu_seconds()
-            if g is not None:
-                gpu.append(g)
-            if not stopping and t - start >= policy.min_duration and len(ends) >= policy.min_iters:
-                stopping = True
-            if not stopping and t - start >= policy.max_duration:
-                stopping = capped = True
-            if stopping:
-                active[i] = False
-            else:
-                submitted[i] = clock()
+class Mode:
+    """One way of driving runners: how many it needs and how it times them. Small and stateless."""
+
+    name: str = ""
+
+    def runner_count(self, concurrency: int) -> int:
+        return concurrency
+
+    def measure(self, runners: list[Runner], policy: TimingPolicy, *, batch: int,
+                clock: Clock = time.perf_counter) -> Measurement:
+        raise NotImplementedError
+
+
+class Serial(Mode):
+    """One runner, one request at a time, back to back; device time from events in a short pass of its own."""
+
+    name = "serial"
+
+    def runner_count(self, concurrency: int) -> int:
+        return 1
+
+    def measure(self, runners: list[Runner], policy: TimingPolicy, *, batch: int,
+                clock: Clock = time.perf_counter) -> Measurement:
+        (r,) = runners
+        m = run_serial(r.timed_call(), policy, batch=batch, clock=clock)
+        if r.times_gpu:
+            m.gpu_seconds = np.asarray(r.gpu_times(min(200, max(m.iterations, 10))))
+        return m
+
+
+class MultiStream(Mode):
+    """One host thread keeps N requests in flight on N runners: submit on each, wait in submission order,
+    resubmit each as it completes, until the stop rule holds; every request's latency is kept."""
+
+    name = "multistream"
+
+    def measure(self, runners: list[Runner], policy: TimingPolicy, *, batch: int,
+                clock: Clock = time.perf_counter) -> Measurement:
+        n = len(runners)
+        # warm-up: whole rounds of N in flight
+        t0 = clock()
+        warm = 0
+        while True:
+            for r in runners:
                 r.submit()
-        i = (i + 1) % n
-    return summarize(starts, ends, (start, max(ends)), batch=batch, policy=policy, warmup_iters=warm,
-                     warmup_seconds=warm_s, capped=capped, gpu_seconds=gpu or None)
+            for r in runners:
+                r.wait()
+            warm += n
+            if clock() - t0 >= policy.warmup:
+                break
+        warm_s = clock() - t0
+        starts: list[float] = []
+        ends: list[float] = []
+        gpu: list[float] = []
+        submitted = [0.0] * n
+        active = [True] * n
+        start = clock()
+        for i, r in enumerate(runners):
+            submitted[i] = clock()
+            r.submit()
+        stopping = capped = False
+        i = 0
+        while any(active):
+            if active[i]:
+                r = runners[i]
+                r.wait()
+                t = clock()
+                starts.append(submitted[i])
+                ends.append(t)
+                g = r.last_gpu_seconds()
+                if g is not None:
+                    gpu.append(g)
+                if not stopping and t - start >= policy.min_duration and len(ends) >= policy.min_iters:
+                    stopping = True
+                if not stopping and t - start >= policy.max_duration:
+                    stopping = capped = True
+                if stopping:
+                    active[i] = False
+                else:
+                    submitted[i] = clock()
+                    r.submit()
+            i = (i + 1) % n
+        return summarize(starts, ends, (start, max(ends)), batch=batch, policy=policy, warmup_iters=warm,
+                         warmup_seconds=warm_s, capped=capped, gpu_seconds=gpu or None)
 
 
-def run_threadpool(runners: list[Runner], policy: TimingPolicy, *, batch: int,
-                   clock: Clock = time.perf_counter) -> Measurement:
-    n = len(runners)
-    ready = threading.Barrier(n + 1)
-    go = threading.Barrier(n + 1)
-    stop = threading.Event()
-    records: list[list[tuple[float, float]]] = [[] for _ in range(n)]
-    gpu: list[list[float]] = [[] for _ in range(n)]
-    warm: list[tuple[int, float]] = [(0, 0.0)] * n
-    errors: list[BaseException] = []
+class ThreadPool(Mode):
+    """N host threads, each owning one runner and running it back to back; all start together after their
+    own warm-up, and the main thread stops them once the stop rule holds over all of them."""
 
-    def worker(k: int) -> None:
-        r = runners[k]
-        fn, args = r.timed_call()
-        try:
-            warm[k] = warm_up(lambda: fn(*args), policy.warmup, clock)
-        except BaseException as exc:  # surfaced by the main thread
-            errors.append(exc)
+    name = "threadpool"
+
+    def measure(self, runners: list[Runner], policy: TimingPolicy, *, batch: int,
+                clock: Clock = time.perf_counter) -> Measurement:
+        n = len(runners)
+        ready = threading.Barrier(n + 1)
+        go = threading.Barrier(n + 1)
+        stop = threading.Event()
+        records: list[list[tuple[float, float]]] = [[] for _ in range(n)]
+        gpu: list[list[float]] = [[] for _ in range(n)]
+        warm: list[tuple[int, float]] = [(0, 0.0)] * n
+        errors: list[BaseException] = []
+
+        def worker(k: int) -> None:
+            r = runners[k]
+            fn, args = r.timed_call()
+            try:
+                warm[k] = warm_up(lambda: fn(*args), policy.warmup, clock)
+            except BaseException as exc:  # surfaced by the main thread
+                errors.append(exc)
+            ready.wait()
+            go.wait()
+            if errors:
+                return
+            rec, g = records[k], gpu[k]
+            try:
+                while not stop.is_set():
+                    a = clock()
+                    fn(*args)
+                    b = clock()
+                    rec.append((a, b))
+                    t = r.last_gpu_seconds()
+                    if t is not None:
+                        g.append(t)
+            except BaseException as exc:
+                errors.append(exc)
+                stop.set()
+
+        threads = [threading.Thread(target=worker, args=(k,), name=f"harness-runner-{k}") for k in range(n)]
+        for t in threads:
+            t.start()
         ready.wait()
+        start = clock()
         go.wait()
+        capped = False
+        while not stop.is_set():
+            time.sleep(0.002)
+            elapsed = clock() - start
+            done = sum(len(rec) for rec in records)
+            if elapsed >= policy.min_duration and done >= policy.min_iters:
+                break
+            if elapsed >= policy.max_duration:
+                capped = done < policy.min_iters
+                break
+        stop.set()
+        for t in threads:
+            t.join()
         if errors:
-            return
-        rec, g = records[k], gpu[k]
-        try:
-            while not stop.is_set():
-                a = clock()
-                fn(*args)
-                b = clock()
-                rec.append((a, b))
-                t = r.last_gpu_seconds()
-                if t is not None:
-                    g.append(t)
-        except BaseException as exc:
-            errors.append(exc)
-            stop.set()
+            raise errors[0]
+        pairs = [p for rec in records for p in rec]
+        return summarize([a for a, _ in pairs], [b for _, b in pairs], (start, max(b for _, b in pairs)),
+                         batch=batch, policy=policy, warmup_iters=sum(w[0] for w in warm),
+                         warmup_seconds=max(w[1] for w in warm), capped=capped,
+                         gpu_seconds=[x for g in gpu for x in g] or None)
 
-    threads = [threading.Thread(target=worker, args=(k,), name=f"harness-runner-{k}") for k in range(n)]
-    for t in threads:
-        t.start()
-    ready.wait()
-    start = clock()
-    go.wait()
-    capped = False
-    while not stop.is_set():
-        time.sleep(0.002)
-        elapsed = clock() - start
-        done = sum(len(rec) for rec in records)
-        if elapsed >= policy.min_duration and done >= policy.min_iters:
-            break
-        if elapsed >= policy.max_duration:
-            capped = done < policy.min_iters
-            break
-    stop.set()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    pairs = [p for rec in records for p in rec]
-    return summarize([a for a, _ in pairs], [b for _, b in pairs], (start, max(b for _, b in pairs)), batch=batch,
-                     policy=policy, warmup_iters=sum(w[0] for w in warm), warmup_seconds=max(w[1] for w in warm),
-                     capped=capped, gpu_seconds=[x for g in gpu for x in g] or None)
+
+MODE_CLASSES: dict[str, Mode] = {m.name: m for m in (Serial(), MultiStream(), ThreadPool())}
+MODES = tuple(MODE_CLASSES)
 
 
 def measure_mode(engine: Engine, case: PerfCase, feeds: dict[str, Any], policy: TimingPolicy,
                  threads: int | None) -> tuple[Measurement, dict[str, Any]]:
     """Create the mode's runners, stage the batch, time it; returns the measurement and runner facts."""
-    count = 1 if case.mode == "serial" else case.concurrency
+    mode = MODE_CLASSES[case.mode]
     options = RunnerOptions(threads=threads, cuda_graph=case.cuda_graph)
     runners: list[Runner] = []
     try:
-        for _ in range(count):
+        for _ in range(mode.runner_count(case.concurrency)):
             runners.append(engine.runner(options))
         for r in runners:
             r.prepare(feeds, resident=case.resident)
-        if case.mode == "serial":
-            r = runners[0]
-            m = run_serial(r.timed_call(), policy, batch=case.batch)
-            if r.times_gpu:  # device time from events, in a short pass of its own
-                m.gpu_seconds = np.asarray(r.gpu_times(min(200, max(m.iterations, 10))))
-        elif case.mode == "multistream":
-            m = run_multistream(runners, policy, batch=case.batch)
-        else:
-            m = run_threadpool(runners, policy, batch=case.batch)
-        return m, runners[0].describe()
+        return mode.measure(runners, policy, batch=case.batch), runners[0].describe()
     finally:
         for r in runners:
             r.close()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from harness.backends.base import Runner
-from harness.perf import run_multistream, run_threadpool
+from harness.perf import MODE_CLASSES, MultiStream, Serial, ThreadPool
 from harness.timing import TimingPolicy, run_serial, summarize
 
 
@@ -140,11 +140,18 @@ class SleepRunner(Runner):
 
 def test_concurrent_modes_overlap_requests():
     policy = TimingPolicy(warmup=0.02, min_duration=0.3, min_iters=20)
-    serial = run_serial(SleepRunner(0.01).run, policy, batch=1)
-    pool = run_threadpool([SleepRunner(0.01) for _ in range(4)], policy, batch=1)
-    streams = run_multistream([SleepRunner(0.01) for _ in range(4)], policy, batch=1)
+    serial = Serial().measure([SleepRunner(0.01)], policy, batch=1)
+    pool = ThreadPool().measure([SleepRunner(0.01) for _ in range(4)], policy, batch=1)
+    streams = MultiStream().measure([SleepRunner(0.01) for _ in range(4)], policy, batch=1)
     # four 10 ms requests in flight: close to four times serial (sleep granularity costs a little)
     assert 3.0 * serial.throughput < pool.throughput < 4.2 * serial.throughput
     assert 3.0 * serial.throughput < streams.throughput < 4.2 * serial.throughput
     assert pool.latencies.min() >= 0.01 and streams.latencies.min() >= 0.0099
     assert pool.iterations >= 20 and streams.wall >= 0.3
+
+
+def test_each_mode_is_a_class_that_says_how_many_runners_it_drives():
+    assert set(MODE_CLASSES) == {"serial", "multistream", "threadpool"}
+    assert [MODE_CLASSES[m].runner_count(4) for m in ("serial", "multistream", "threadpool")] == [1, 4, 4]
+    with pytest.raises(ValueError):  # serial drives exactly one runner
+        Serial().measure([SleepRunner(0.001), SleepRunner(0.001)], TimingPolicy(), batch=1)
