@@ -8,6 +8,8 @@ from typing import Any
 
 from tabulate import tabulate
 
+from .results import by_model
+
 MODE_ORDER = {"serial": 0, "multistream": 1, "threadpool": 2}
 KIND_ORDER = {"fp32": 0, "fp16": 1, "bf16": 2, "int8": 3}
 
@@ -124,10 +126,7 @@ def perf_sections(rows: list[dict[str, Any]]) -> list[list[str]]:
            "runner on the CPU; *CPU %*: this process over all cores; *+copy*: inputs copied to the device every "
            "iteration; *+graph*: CUDA graphs. A run is unstable when its latency CV or its windowed throughput "
            "drift exceeds the bound.", ""]
-    by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in perf:
-        by_model[r["model"]].append(r)
-    for model, rs in by_model.items():
+    for model, rs in by_model(perf).items():
         out += [f"### {model}", "", perf_table(rs), ""]
     text, notes = best_table(perf)
     out += ["## Which configuration wins", "",

@@ -9,6 +9,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from .results import by_model
+
 PLOTS = "plots"
 
 
@@ -30,13 +32,14 @@ def write_plots(report_dir: Path, rows: list[dict[str, Any]]) -> list[str]:
     folder = report_dir / PLOTS
     folder.mkdir(parents=True, exist_ok=True)
     lines = ["## Plots", ""]
-    perf: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    acc: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        if r.get("type") == "perf" and r.get("throughput"):
-            perf[r["model"]].append(r)
-        elif r.get("type") == "accuracy" and (r.get("metrics") or {}).get("rel_l2.p99") is not None:
-            acc[r["model"]].append(r)
+    perf = by_model(r for r in rows if r.get("type") == "perf" and r.get("throughput"))
+    acc = by_model(r for r in rows
+                   if r.get("type") == "accuracy" and (r.get("metrics") or {}).get("rel_l2.p99") is not None)
+
+    def save(fig: Any, name: str, title: str, dpi: int) -> None:
+        fig.savefig(folder / name, dpi=dpi)
+        plt.close(fig)
+        lines.append(f"![{title}]({PLOTS}/{name})")
     for model, rs in sorted(perf.items()):
         panels: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in rs:
@@ -64,10 +67,7 @@ def write_plots(report_dir: Path, rows: list[dict[str, Any]]) -> list[str]:
             ax.axis("off")
         fig.suptitle(f"{model}: throughput")
         fig.tight_layout()
-        name = f"{model}-throughput.png"
-        fig.savefig(folder / name, dpi=100)
-        plt.close(fig)
-        lines.append(f"![{model} throughput]({PLOTS}/{name})")
+        save(fig, f"{model}-throughput.png", f"{model} throughput", 100)
     for model, rs in sorted(acc.items()):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         rs = sorted(rs, key=lambda r: (r["backend"], str(r.get("recipe_kind")), r["recipe"], r["profile"]))
@@ -80,9 +80,6 @@ def write_plots(report_dir: Path, rows: list[dict[str, Any]]) -> list[str]:
         ax.set_ylabel("p99 relative L2 error")
         ax.set_title(f"{model}: accuracy against the FP32 reference (red: gate fails)")
         fig.tight_layout()
-        name = f"{model}-accuracy.png"
-        fig.savefig(folder / name, dpi=110)
-        plt.close(fig)
-        lines.append(f"![{model} accuracy]({PLOTS}/{name})")
+        save(fig, f"{model}-accuracy.png", f"{model} accuracy", 110)
     lines.append("")
     return lines

@@ -15,7 +15,7 @@ from typing import Any
 from tabulate import tabulate
 
 from .accuracy import fmt
-from .results import RESULTS, load_results, write_text_atomic
+from .results import RESULTS, by_model, load_results, write_text_atomic
 
 REPORT = "REPORT.md"
 STATUS_MARK = {"pass": "pass", "fail": "**FAIL**", "error": "**ERROR**", "unbudgeted": "no budget",
@@ -108,10 +108,7 @@ def accuracy_section(rows: list[dict[str, Any]]) -> list[str]:
            "Per sample: relative L2 error `‖y−r‖/‖r‖`; *share > 1 %* is the share of samples whose relative "
            "error exceeds 1 %; *top-1* is argmax agreement with the reference. Statistics are over the "
            "evaluation set; the worst output of the model is shown.", ""]
-    by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in acc:
-        by_model[r["model"]].append(r)
-    for model, mrows in by_model.items():
+    for model, mrows in by_model(acc).items():
         mrows = sorted(mrows, key=recipe_order)
         out.append(f"### {model}")
         out.append("")

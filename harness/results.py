@@ -31,6 +31,14 @@ VOLATILE_FIELDS = ("time", "run_id", "worker", "cache_hit", "build_seconds", "se
                    "recipe_seconds", "recipe_hit")
 
 
+def by_model(rows: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Rows grouped by model, models in first-seen order."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row["model"], []).append(row)
+    return groups
+
+
 def row_key(row: dict[str, Any]) -> tuple[str, ...]:
     return tuple(str(row.get(k, "")) for k in KEY_FIELDS)
 
