@@ -148,19 +148,15 @@ class PinnedBuffer:
             self.ptr = 0
 
 
-def copy_to_device(dst: DeviceBuffer, src: PinnedBuffer | np.ndarray, stream: Stream, nbytes: int | None = None) -> None:
+def copy_to_device(dst: DeviceBuffer, src: PinnedBuffer, stream: Stream) -> None:
     rt = _rt()
-    ptr = src.ptr if isinstance(src, PinnedBuffer) else np.ascontiguousarray(src).ctypes.data
-    n = src.nbytes if nbytes is None else nbytes
-    check(rt.cudaMemcpyAsync(dst.ptr, ptr, n, rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream.handle),
+    check(rt.cudaMemcpyAsync(dst.ptr, src.ptr, src.nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream.handle),
           "cudaMemcpyAsync(host to device)")
 
 
-def copy_to_host(dst: PinnedBuffer | np.ndarray, src: DeviceBuffer, stream: Stream, nbytes: int | None = None) -> None:
+def copy_to_host(dst: PinnedBuffer, src: DeviceBuffer, stream: Stream) -> None:
     rt = _rt()
-    ptr = dst.ptr if isinstance(dst, PinnedBuffer) else dst.ctypes.data
-    n = dst.nbytes if nbytes is None else nbytes
-    check(rt.cudaMemcpyAsync(ptr, src.ptr, n, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream.handle),
+    check(rt.cudaMemcpyAsync(dst.ptr, src.ptr, dst.nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream.handle),
           "cudaMemcpyAsync(device to host)")
 
 

@@ -12,7 +12,6 @@ calibrated on.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -153,9 +152,6 @@ class SampleSet:
                 for k, s in sorted(self.spec.inputs.items())
             },
         }
-
-    def key_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.key(), sort_keys=True).encode()).hexdigest()
 
     def samples(self, start: int, stop: int) -> dict[str, np.ndarray]:
         """Samples [start, stop) of every input, stacked along each input's batch axis."""

@@ -250,8 +250,10 @@ MODES = tuple(MODE_CLASSES)
 
 
 def measure_mode(engine: Engine, case: PerfCase, feeds: dict[str, Any], policy: TimingPolicy,
-                 threads: int | None) -> tuple[Measurement, dict[str, Any]]:
-    """Create the mode's runners, stage the batch, time it; returns the measurement and runner facts."""
+                 threads: int | None, monitor: ResourceMonitor) -> tuple[Measurement, dict[str, Any]]:
+    """Create the mode's runners, stage the batch, time it; returns the measurement and runner facts.
+    ``monitor`` samples resources while the mode runs (warm-up and measurement), not while sessions or
+    contexts are created."""
     mode = MODE_CLASSES[case.mode]
     options = RunnerOptions(threads=threads, cuda_graph=case.cuda_graph)
     runners: list[Runner] = []
@@ -260,7 +262,9 @@ def measure_mode(engine: Engine, case: PerfCase, feeds: dict[str, Any], policy: 
             runners.append(engine.runner(options))
         for r in runners:
             r.prepare(feeds, resident=case.resident)
-        return mode.measure(runners, policy, batch=case.batch), runners[0].describe()
+        with monitor:
+            m = mode.measure(runners, policy, batch=case.batch)
+        return m, runners[0].describe()
     finally:
         for r in runners:
             r.close()
@@ -295,9 +299,8 @@ def check_perf(hs: HarnessSession, case: PerfCase) -> dict[str, Any]:
         engine = backend.build(art.path, profile, hs.cache, label=label, model_hash=art.model_hash, options=options,
                                calibration=art.calibration)
         row.update(engine_key=engine.entry.key, cache_hit=engine.entry.hit)
-        gpu_index = 0 if backend.on_gpu else None
-        with ResourceMonitor(gpu_index=gpu_index) as mon:
-            m, runner_facts = measure_mode(engine, case, feeds, policy, threads)
+        mon = ResourceMonitor(gpu_index=0 if backend.on_gpu else None)
+        m, runner_facts = measure_mode(engine, case, feeds, policy, threads, mon)
     except Exception as exc:
         from .errors import ModeUnsupported
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -58,7 +58,6 @@ class Measurement:
     warmup_seconds: float = 0.0
     capped: bool = False
     gpu_seconds: np.ndarray | None = None  # device time per request from events, where measured
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def iterations(self) -> int:
@@ -152,7 +151,6 @@ class Measurement:
             g = self.gpu_seconds
             out["gpu_ms"] = {"mean": float(g.mean()) * ms, "p50": float(np.percentile(g, 50)) * ms,
                              "p99": float(np.percentile(g, 99)) * ms}
-        out.update(self.extra)
         return out
 
 

@@ -512,24 +512,29 @@ class TrtRunner(GpuRunner):
         trt_engine = engine.deserialized()
         mod = engine.backend.module()
         super().__init__()
-        self.profile_index = engine.slots.acquire()
         self.context: trt.IExecutionContext | None = None
+        slot = engine.slots.acquire()
+        self.profile_index: int | None = slot
+        self._graph: cuda.Graph | None = None
         context = trt_engine.create_execution_context()
         if context is None:
             self.close()
             raise BuildError(engine.backend._failure(f"creating an execution context for {engine.path}"))
         self.context = context
-        if not context.set_optimization_profile_async(self.profile_index, self.stream.ptr):
+        if not context.set_optimization_profile_async(slot, self.stream.ptr):
             self.close()
             raise HarnessError(f"{engine.backend.name}: execution context refused optimization profile "
-                               f"{self.profile_index} of {engine.path}")
+                               f"{slot} of {engine.path}")
         self.stream.synchronize()
         names = [trt_engine.get_tensor_name(i) for i in range(trt_engine.num_io_tensors)]
         is_input = {n: trt_engine.get_tensor_mode(n) == mod.TensorIOMode.INPUT for n in names}
         self.input_names = [n for n in names if is_input[n]]
         self.output_names = [n for n in names if not is_input[n]]
         self._dtypes = {n: numpy_dtype(trt_engine.get_tensor_dtype(n), n) for n in names}
-        self._graph: cuda.Graph | None = None
+
+    @property
+    def _what(self) -> str:
+        return f"{self.engine.backend.name} {self.engine.entry.label}"
 
     def _stage(self, feeds: Mapping[str, np.ndarray]) -> None:
         mod = self.engine.backend.module()
@@ -537,18 +542,20 @@ class TrtRunner(GpuRunner):
         assert context is not None
         missing = [n for n in self.input_names if n not in feeds]
         if missing:
-            raise HarnessError(f"{self.engine.backend.name}: feeds lack input(s) {', '.join(missing)}")
+            raise HarnessError(f"{self._what}: feeds lack input(s) {', '.join(missing)}")
         same = all(n in self._inputs and self._inputs[n].shape == tuple(np.shape(feeds[n])) for n in self.input_names)
         if not same:
             self._free_buffers()
             for name in self.input_names:
                 arr = np.asarray(feeds[name])
                 if arr.dtype != self._dtypes[name]:
-                    raise HarnessError(f"input {name!r} is {arr.dtype}, the engine wants {self._dtypes[name]}")
+                    raise HarnessError(f"{self._what}: input {name!r} is {arr.dtype}, the engine wants "
+                                      f"{self._dtypes[name]}")
                 tb = cuda.TensorBuffers(arr.shape, arr.dtype)
                 self._inputs[name] = tb
                 if not context.set_input_shape(name, mod.Dims(arr.shape)):
-                    raise HarnessError(f"input {name!r}: shape {list(arr.shape)} is outside the engine's profile")
+                    raise HarnessError(f"{self._what}: input {name!r}: shape {list(arr.shape)} is outside the engine's "
+                                      f"profile {self.engine.profile.name!r}")
                 context.set_tensor_address(name, tb.device.ptr)
             for name in self.output_names:
                 shape = _dims(context.get_tensor_shape(name))
@@ -583,8 +590,7 @@ class TrtRunner(GpuRunner):
             self._enqueue()
 
     def _free_buffers(self) -> None:
-        if getattr(self, "_graph", None) is not None:
-            assert self._graph is not None
+        if self._graph is not None:
             self._graph.close()
             self._graph = None
         super()._free_buffers()
@@ -595,6 +601,7 @@ class TrtRunner(GpuRunner):
 
     def close(self) -> None:
         super().close()
-        if self.context is not None:
-            self.context = None
+        self.context = None
+        if self.profile_index is not None:  # also when the context could not be made
             self.engine.slots.release(self.profile_index)
+            self.profile_index = None
