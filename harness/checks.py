@@ -12,14 +12,16 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from .accuracy import METRICS, AccuracyAccumulator, OutputSummary, Verdict, evaluate, failure_message
+from .accuracy import METRICS, AccuracyAccumulator, OutputSummary, Verdict, evaluate, failure_message, fmt
 from .backends import get_backend
+from .cpu_features import int8_kernels, saturating_int8
 from .data import SampleSet, batch_size_of, unpad
 from .errors import HarnessError, ModeUnsupported
 from .recipes import apply_recipe
-from .reference import reference_outputs
+from .reference import reference_outputs, simulated_outputs
 from .report import REPORT
 from .session import AccuracyCase, HarnessSession
+from .spec import Expectation
 
 
 class AccuracyGateFailure(AssertionError):
@@ -62,6 +64,13 @@ def verdict_fields(verdict: Verdict) -> dict[str, Any]:
     }
 
 
+def case_expectation(hs: HarnessSession, case: AccuracyCase) -> Expectation:
+    """The budgets and known failure of a case, with the registry's scopes for its backend and device applied."""
+    recipe = hs.recipe(case.recipe)
+    backend = get_backend(case.backend)
+    return hs.model(case.model).expectation(recipe.name, recipe.kind, backend.name, backend.device_words())
+
+
 def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
     """Run one accuracy case; return its row, or raise AccuracyGateFailure / HarnessError."""
     __tracebackhide__ = True
@@ -93,13 +102,27 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
                    cache_hit=engine.entry.hit, engine_key=engine.entry.key)
         ref = reference_outputs(hs.cache, spec, samples, device=hs.settings.reference_device)
         row["setup_seconds"] = round(time.perf_counter() - t0, 3)
-        budgets = spec.budgets_for(recipe.name, recipe.kind)
+        expect = case_expectation(hs, case)
+        budgets = expect.budgets
+        if expect.scopes:
+            row["expectation_scopes"] = list(expect.scopes)
         acc = AccuracyAccumulator(spec.outputs, budgets, batch_axes=spec.output_batch_axes)
+        sim = None
+        if recipe.kind == "int8":
+            sim = simulated_outputs(hs.cache, spec, samples, artifact=art.path, artifact_hash=art.model_hash,
+                                    recipe=recipe.name)
+            sim_acc = AccuracyAccumulator(spec.outputs, batch_axes=spec.output_batch_axes)
+            kernel_acc = AccuracyAccumulator(spec.outputs, batch_axes=spec.output_batch_axes)
         with engine.runner() as runner:
             row["runner"] = runner.describe()
             for batch in samples.batches():
                 out = unpad(runner.infer(batch.feeds), batch.count, spec.output_batch_axes)
-                acc.update(out, ref.slice(batch.index, batch.index + batch.count), batch.index)
+                expected = ref.slice(batch.index, batch.index + batch.count)
+                acc.update(out, expected, batch.index)
+                if sim is not None:
+                    defined = sim.slice(batch.index, batch.index + batch.count)
+                    sim_acc.update(defined, expected, batch.index)
+                    kernel_acc.update(out, defined, batch.index)
     except ModeUnsupported as exc:
         row.update(status="skipped", message=str(exc))
         hs.write_row(row)
@@ -112,8 +135,17 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
     verdict = evaluate(summaries, budgets)
     row.update(summary_fields(summaries))
     row.update(verdict_fields(verdict))
+    notes: list[str] = []
+    if sim is not None:
+        row["simulated"] = summary_fields(sim_acc.summary())["metrics"]
+        row["kernel_error"] = summary_fields(kernel_acc.summary())["metrics"]
+        notes += int8_notes(backend.name, backend.device_words(), row["metrics"], row["simulated"],
+                            row["kernel_error"])
+        row["kernel_dominated"] = kernels_dominate(row["simulated"], row["kernel_error"])
+    if notes:
+        row["notes"] = notes
     row["seconds"] = round(time.perf_counter() - t0, 3)
-    known = spec.known_failures.get(recipe.name)
+    known = expect.known_failure
     if not budgets and verdict.passed:
         row["status"] = "unbudgeted"
     elif verdict.passed:
@@ -126,11 +158,42 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
     if not verdict.passed:
         message = failure_message(verdict, summaries, case=case.id, samples=samples.count,
                                   report=str(hs.settings.report_dir / REPORT))
+        if notes:
+            message += "".join(f"\n  note: {n}" for n in notes)
         row["message"] = message
     hs.write_row(row)
     if message:
         raise AccuracyGateFailure(message)
     return row
+
+
+# below this, a kernel's difference from the recipe's own arithmetic is noise (float summation order)
+_KERNEL_FLOOR = 1e-3
+
+
+def kernels_dominate(simulated: Mapping[str, Any], kernel: Mapping[str, Any]) -> bool:
+    """Whether a backend's int8 kernels move the outputs further from the recipe's own (simulated) outputs than
+    the quantization moves those from FP32: most of the error is then the kernels', not the recipe's."""
+    sim, ker = simulated.get("rel_l2.mean"), kernel.get("rel_l2.mean")
+    return sim is not None and ker is not None and ker > _KERNEL_FLOOR and ker > sim
+
+
+def int8_notes(backend: str, words: set[str], metrics: Mapping[str, Any], simulated: Mapping[str, Any],
+               kernel: Mapping[str, Any]) -> list[str]:
+    """What to tell a user about an int8 case: whether the kernels or the quantization dominate, and why."""
+    notes = []
+    total, sim, ker = (m.get("rel_l2.mean") for m in (metrics, simulated, kernel))
+    if kernels_dominate(simulated, kernel):
+        notes.append(f"most of this error is the backend's int8 kernels', not the quantization's: the artifact as "
+                     f"its ONNX defines it (Q/DQ simulated in float) has rel_l2 mean {fmt(sim)}, {backend} has "
+                     f"{fmt(total)}, and {backend} differs from the simulated outputs by {fmt(ker)}")
+    if backend == "ort_cpu" and saturating_int8(words):
+        notes.append(f"ONNX Runtime's int8 kernels on this CPU ({int8_kernels(words)}) add u8 x s8 products "
+                     "pairwise into 16 bits, which saturates with large weights (per-channel ones most): give the "
+                     "recipe reduce_range = true (7-bit weights), run on a CPU with AVX512-VNNI, AVX-VNNI or AMX, "
+                     "or scope this case's expectation to such CPUs in the registry ([[models.NAME.where]] with "
+                     "device = \"x86 and not vnni\")")
+    return notes
 
 
 def check_build(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:

@@ -75,7 +75,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .spec import load_registry
+    from .registry import load_registry
 
     reg = load_registry(args.registry)
     for spec in reg.models.values():

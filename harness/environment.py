@@ -1,7 +1,8 @@
 """Facts about the machine, for result rows and cache keys.
 
-CPU model and cores, memory, OS, Python and package versions; GPU name, driver, CUDA version and compute
-capability through NVML when a GPU is present (``nvidia-ml-py``). Nothing here imports CUDA itself.
+CPU model, cores and the instruction-set extensions that change results (``harness.cpu_features``), memory,
+OS, Python and package versions; GPU name, driver, CUDA version and compute capability through NVML when a GPU
+is present (``nvidia-ml-py``). Nothing here imports CUDA itself.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import platform
 import sys
 from importlib import metadata
 from typing import Any
+
+from .cpu_features import arch_family, cpu_features, int8_kernels
 
 PACKAGES = ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "tensorrt-cu12-bindings",
             "tensorrt-cu13-bindings", "tensorrt-rtx-cu13-bindings", "cuda-bindings", "nvidia-cudnn-cu12",
@@ -100,6 +103,8 @@ def environment() -> dict[str, Any]:
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "cpu": cpu_model(),
+        "cpu_features": list(cpu_features()),
+        "cpu_int8_kernels": int8_kernels(),
         "cores": cpu_count(),
         "memory_gb": mem,
     }
@@ -122,5 +127,7 @@ def environment() -> dict[str, Any]:
 
 
 def cpu_device() -> dict[str, Any]:
-    """The CPU's identity for cache keys: an ORT CPU engine may hold ISA-specific kernels."""
-    return {"type": "cpu", "model": cpu_model(), "arch": platform.machine(), "python": sys.implementation.name}
+    """The CPU's identity for cache keys: an ORT CPU engine may hold ISA-specific layouts and kernels (NCHWc
+    blocks of 8 on AVX2, 16 on AVX-512), and two CPUs sold under one model name can differ in them."""
+    return {"type": "cpu", "model": cpu_model(), "arch": platform.machine(), "family": arch_family(),
+            "features": list(cpu_features()), "python": sys.implementation.name}

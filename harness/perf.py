@@ -69,7 +69,7 @@ def perf_cases(hs: HarnessSession) -> Iterator[PerfCase]:
             recipes = hs.model_recipes(spec, hs.settings.recipes)
             if hs.registry.perf_recipes:
                 recipes = [r for r in recipes if r in hs.registry.perf_recipes]
-        for backend in hs.settings.backends:
+        for backend in hs.backends():
             for recipe in recipes:
                 for pname in hs.model_profiles(spec, ps.profiles or hs.settings.profiles):
                     profile = spec.profiles[pname]
@@ -112,6 +112,8 @@ class Serial(Mode):
 
     def measure(self, runners: list[Runner], policy: TimingPolicy, *, batch: int,
                 clock: Clock = time.perf_counter) -> Measurement:
+        if len(runners) != 1:
+            raise HarnessError(f"serial mode drives exactly one runner, got {len(runners)}")
         (r,) = runners
         m = run_serial(r.timed_call(), policy, batch=batch, clock=clock)
         if r.times_gpu:

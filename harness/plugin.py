@@ -27,13 +27,14 @@ from .session import AccuracyCase, HarnessSession, PerfSettings, Settings, new_r
 
 SESSION_KEY = pytest.StashKey[HarnessSession]()
 SUMMARY_KEY = pytest.StashKey[list[str]]()
+GENERATED_KEY = pytest.StashKey[bool]()
 
 # (dest, help, kind, default); kind: str | path | list | int | float | flag | boollist | intlist
 _OPTIONS: list[tuple[str, str, str, Any]] = [
     ("registry", "model registry TOML (default fixtures/models.toml)", "path", "fixtures/models.toml"),
     ("models", "comma-separated models to test (default: all in the registry)", "list", None),
-    ("backends", "comma-separated backends: ort_cpu, ort_cuda, tensorrt, tensorrt_rtx (default ort_cpu)", "list",
-     "ort_cpu"),
+    ("backends", "comma-separated backends: ort_cpu, ort_cuda, tensorrt, tensorrt_rtx, or auto (default: every "
+     "backend this machine can run; named ones that cannot run here skip with the reason)", "list", "auto"),
     ("recipes", "comma-separated recipes for every selected model (default: each model's list in the registry)",
      "list", None),
     ("profiles", "comma-separated shape profiles (default: all of each model's)", "list", None),
@@ -181,7 +182,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.hasplugin("xdist"):
         from .xdist_support import XdistHooks, refuse_perf_under_xdist
 
-        config.pluginmanager.register(XdistHooks(hs), "harness-xdist")
+        config.pluginmanager.register(XdistHooks(hs, config, GENERATED_KEY), "harness-xdist")
         refuse_perf_under_xdist(config)
 
 
@@ -208,6 +209,8 @@ def _case_marks(hs: HarnessSession, model: str, backend: str, recipe: str | None
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     hs = metafunc.config.stash[SESSION_KEY]
+    if {"accuracy_case", "build_case", "perf_case"} & set(metafunc.fixturenames):
+        metafunc.config.stash[GENERATED_KEY] = True
     try:
         if "accuracy_case" in metafunc.fixturenames:
             params = [pytest.param(c, id=c.id, marks=_case_marks(hs, c.model, c.backend, c.recipe, "accuracy"))
@@ -215,7 +218,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             metafunc.parametrize("accuracy_case", params)
         if "build_case" in metafunc.fixturenames:
             params = [pytest.param(c, id=c.id, marks=_case_marks(hs, c.model, c.backend, c.recipe, "build"))
-                      for c in hs.accuracy_cases()]
+                      for c in hs.accuracy_cases(build_only=True)]
             metafunc.parametrize("build_case", params)
         if "perf_case" in metafunc.fixturenames:
             from .perf import perf_cases
@@ -230,6 +233,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     if is_worker(config):
+        # tell the controller (which collects nothing itself under xdist) whether harness cases were generated
+        config.workeroutput["harness_generated"] = bool(config.stash.get(GENERATED_KEY, False))  # type: ignore[attr-defined]
         return
     hs = config.stash.get(SESSION_KEY, None)
     if hs is None:
@@ -243,11 +248,22 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    lines = config.stash.get(SUMMARY_KEY, None)
+    lines = list(config.stash.get(SUMMARY_KEY, None) or [])
+    hs = config.stash.get(SESSION_KEY, None)
+    if hs is not None and _collects_harness_cases(config):
+        try:
+            lines += [f"not run here: {line}" for line in hs.left_out()]
+        except HarnessError:  # a bad registry was already reported as a usage error
+            pass
     if lines:
         terminalreporter.section("harness")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+def _collects_harness_cases(config: pytest.Config) -> bool:
+    """Whether this session generated harness cases (here, or on an xdist worker: harness.xdist_support)."""
+    return bool(config.stash.get(GENERATED_KEY, False))
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -262,7 +278,7 @@ def harness_session(request: pytest.FixtureRequest) -> HarnessSession:
 @pytest.fixture
 def accuracy_check(harness_session: HarnessSession) -> Callable[..., dict[str, Any]]:
     """Check one accuracy case: ``accuracy_check(case)`` or ``accuracy_check(model, backend, recipe, profile)``."""
-    from .checks import AccuracyGateFailure, check_accuracy
+    from .checks import AccuracyGateFailure, case_expectation, check_accuracy
 
     def check(case: AccuracyCase | str, backend: str = "ort_cpu", recipe: str = "fp32",
               profile: str | None = None) -> dict[str, Any]:
@@ -270,7 +286,10 @@ def accuracy_check(harness_session: HarnessSession) -> Callable[..., dict[str, A
         if isinstance(case, str):
             spec = harness_session.model(case)
             case = AccuracyCase(case, backend, recipe, profile or next(iter(spec.profiles)))
-        known = harness_session.model(case.model).known_failures.get(case.recipe)
+        try:
+            known = case_expectation(harness_session, case).known_failure
+        except HarnessError:  # an unknown model or recipe: check_accuracy reports it as the case's failure
+            known = None
         return _outcome(lambda: check_accuracy(harness_session, case), AccuracyGateFailure, known=known)
 
     return check

@@ -4,7 +4,10 @@ The source model is the registry entry's ``path``, or its ``reference`` when giv
 that was modified elsewhere, e.g. quantized by another tool, against the original).
 
 Optimizations are off so that the reference computes what the ONNX graph says, node by node, without
-fused kernels or approximations. Outputs are cached (kind ``reference``), keyed by the model's bytes, the
+fused kernels or approximations. The same machinery gives an INT8 recipe's *simulated* outputs: its Q/DQ
+artifact run that way computes each DequantizeLinear and then the float operator, i.e. the quantization as
+the file defines it, without any int8 kernel's own arithmetic (16-bit saturation on x86 CPUs without VNNI,
+a GPU's accumulation order); comparing a backend with it separates the kernels' error from the recipe's. Outputs are cached (kind ``reference``), keyed by the model's bytes, the
 samples and the ONNX Runtime version, as one ``.npy`` per output with the samples along axis 0; they are
 read back memory-mapped a batch at a time, so memory stays flat in the evaluation-set size.
 """
@@ -23,7 +26,8 @@ from .errors import HarnessError
 from .spec import ModelSpec
 
 CONFIG = {"cpu": "ort-cpu-fp32-no-graph-optimizations",
-          "gpu": "ort-cuda-fp32-no-graph-optimizations-tf32-off"}
+          "gpu": "ort-cuda-fp32-no-graph-optimizations-tf32-off",
+          "simulated": "ort-cpu-no-graph-optimizations"}
 
 
 class ReferenceOutputs:
@@ -76,7 +80,7 @@ def reference_outputs(cache: Cache, spec: ModelSpec, samples: SampleSet, *, devi
         parts["device"] = backend.device()
 
     def build(folder: Path) -> dict[str, Any]:
-        return _compute(spec, samples, folder, device)
+        return _compute(spec.reference_model, spec, samples, folder, device)
 
     label = f"{spec.name}/{samples.purpose}" + ("-gpu" if device == "gpu" else "")
     entry = cache.get_or_build("reference", label, parts, "outputs", build)
@@ -90,7 +94,29 @@ def reference_outputs(cache: Cache, spec: ModelSpec, samples: SampleSet, *, devi
     return ref
 
 
-def _compute(spec: ModelSpec, samples: SampleSet, folder: Path, device: str) -> dict[str, Any]:
+def simulated_outputs(cache: Cache, spec: ModelSpec, samples: SampleSet, *, artifact: Path, artifact_hash: str,
+                      recipe: str) -> ReferenceOutputs:
+    """A recipe artifact's outputs as its ONNX defines them (ONNX Runtime CPU, graph optimizations off), cached
+    like the reference. Non-finite values are recorded in ``info``, not refused: they are the recipe's."""
+    import onnxruntime as ort
+
+    parts = {
+        "model": artifact_hash,
+        "samples": samples.key(),
+        "onnxruntime": ort.__version__,
+        "config": CONFIG["simulated"],
+        "output_batch_axes": dict(sorted(spec.output_batch_axes.items())),
+    }
+
+    def build(folder: Path) -> dict[str, Any]:
+        return _compute(artifact, spec, samples, folder, "cpu")
+
+    entry = cache.get_or_build("reference", f"{spec.name}/{samples.purpose}-{recipe}-simulated", parts, "outputs",
+                               build)
+    return ReferenceOutputs(entry.path, spec.output_batch_axes, entry.info, entry.hit)
+
+
+def _compute(model: Path, spec: ModelSpec, samples: SampleSet, folder: Path, device: str) -> dict[str, Any]:
     import onnxruntime as ort
 
     folder.mkdir()
@@ -100,7 +126,7 @@ def _compute(spec: ModelSpec, samples: SampleSet, folder: Path, device: str) -> 
     providers: list[Any] = ["CPUExecutionProvider"]
     if device == "gpu":
         providers = [("CUDAExecutionProvider", {"device_id": "0", "use_tf32": "0"}), "CPUExecutionProvider"]
-    sess = ort.InferenceSession(str(spec.reference_model), so, providers=providers)
+    sess = ort.InferenceSession(str(model), so, providers=providers)
     names = [o.name for o in sess.get_outputs()]
     files: dict[str, Any] = {}
     nonfinite: list[int] = []

@@ -148,6 +148,32 @@ def accuracy_section(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def int8_section(rows: list[dict[str, Any]]) -> list[str]:
+    """INT8 cases: the recipe's own error (its Q/DQ simulated in float) against the backend kernels' share."""
+    int8 = sorted((r for r in rows if r.get("type") == "accuracy" and r.get("simulated")),
+                  key=lambda r: (r["model"], *recipe_order(r)))
+    if not int8:
+        return []
+    table = []
+    for r in int8:
+        m, sim, ker = r.get("metrics") or {}, r.get("simulated") or {}, r.get("kernel_error") or {}
+        table.append([r["model"], r["backend"], r["recipe"], r["profile"], _num(sim.get("rel_l2.mean")),
+                      _num(m.get("rel_l2.mean")), _num(ker.get("rel_l2.mean")), _num(ker.get("rel_l2.p99")),
+                      "**kernels**" if r.get("kernel_dominated") else "quantization",
+                      STATUS_MARK.get(r.get("status", ""), r.get("status"))])
+    out = ["## INT8: the quantization against the kernels", "",
+           "*as defined*: the recipe's artifact run as its ONNX says (ONNX Runtime CPU, graph optimizations off: "
+           "each DequantizeLinear, then the float operator), against the FP32 reference; *backend*: what the "
+           "backend's int8 kernels give; *kernel error*: the backend against the artifact as defined. Where the "
+           "kernel error is the larger, the kernels, not the quantization, decide the verdict.", "",
+           tabulate(table, headers=["model", "backend", "recipe", "profile", "rel_l2 mean as defined",
+                                    "rel_l2 mean backend", "kernel error mean", "kernel error p99", "dominated by",
+                                    "status"], tablefmt="github", disable_numparse=True), ""]
+    notes = sorted({n for r in int8 for n in r.get("notes") or [] if "16 bits" in n})
+    out += [f"Note: {n}" for n in notes]
+    return out + ([""] if notes else [])
+
+
 def build_section(rows: list[dict[str, Any]]) -> list[str]:
     builds = sorted((r for r in rows if r.get("type") == "build" and r.get("status") == "pass"),
                     key=lambda r: (r["model"], *recipe_order(r)))
@@ -191,8 +217,9 @@ def environment_section(env: dict[str, Any]) -> list[str]:
     if not env:
         return []
     keys = sorted(env)
-    return ["## Environment", "", tabulate([[k, env[k]] for k in keys], headers=["", ""], tablefmt="github",
-                                          disable_numparse=True), ""]
+    return ["## Environment", "", tabulate([[k, " ".join(map(str, env[k])) if isinstance(env[k], list) else env[k]]
+                                            for k in keys], headers=["", ""], tablefmt="github",
+                                           disable_numparse=True), ""]
 
 
 def render(data: dict[str, Any], *, extra_sections: Iterable[list[str]] = ()) -> str:
@@ -211,7 +238,8 @@ def render(data: dict[str, Any], *, extra_sections: Iterable[list[str]] = ()) ->
     ]
     from .perf_report import perf_sections
 
-    parts = [head, accuracy_section(rows), *perf_sections(rows), build_section(rows), failures_section(rows),
+    parts = [head, accuracy_section(rows), int8_section(rows), *perf_sections(rows), build_section(rows),
+             failures_section(rows),
              *extra_sections,
              environment_section(data.get("environment", {}))]
     return "\n".join(line for part in parts for line in part).rstrip() + "\n"

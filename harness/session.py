@@ -19,8 +19,9 @@ from .cache import Cache
 from .environment import environment
 from .errors import HarnessError
 from .recipes import Recipe, all_recipes
+from .registry import load_registry
 from .results import ROWS, RowWriter
-from .spec import ModelSpec, Registry, load_registry, select_models
+from .spec import ModelSpec, Registry, select_models
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Settings:
     report_dir: Path
     cache_dir: Path
     models: list[str] | None = None
+    # backend names, or ["auto"]: every backend this machine can run (can build, for build cases)
     backends: list[str] = field(default_factory=lambda: ["ort_cpu"])
     recipes: list[str] | None = None
     profiles: list[str] | None = None
@@ -68,6 +70,9 @@ class AccuracyCase:
         return f"{self.model}-{self.backend}-{self.recipe}-{self.profile}"
 
 
+AUTO = "auto"
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
@@ -79,7 +84,7 @@ class HarnessSession:
         self.worker = worker
         self._writer: RowWriter | None = None
         self._events: RowWriter | None = None
-        unknown = [b for b in settings.backends if b not in BACKENDS]
+        unknown = [b for b in settings.backends if b not in BACKENDS and b != AUTO]
         if unknown:
             raise HarnessError(f"--backends names unknown backend(s) {', '.join(unknown)}; known: {', '.join(BACKENDS)}")
 
@@ -149,9 +154,43 @@ class HarnessSession:
         names = list(spec.profiles)
         return [n for n in names if n in wanted] if wanted else names
 
-    def accuracy_cases(self) -> Iterator[AccuracyCase]:
+    @property
+    def auto_backends(self) -> bool:
+        return AUTO in self.settings.backends
+
+    def backends(self, *, build_only: bool = False) -> list[str]:
+        """The backends to generate cases for: those named, or with ``auto`` every backend that can run here
+        (that can build here, for build cases)."""
+        named = [b for b in self.settings.backends if b != AUTO]
+        if not self.auto_backends:
+            return named
+        usable = [b for b in BACKENDS if self._backend_reason(b, build_only) is None]
+        return list(dict.fromkeys(named + usable))
+
+    @functools.cache  # noqa: B019 - one session per process; the answers do not change during it
+    def _backend_reason(self, name: str, build_only: bool) -> str | None:
+        b = get_backend(name)
+        return b.cannot_build() if build_only else b.unavailable()
+
+    def left_out(self) -> list[str]:
+        """One line per backend that ``auto`` generated no cases for and per model that cannot run here, with
+        the reason: what the run did not cover, said once instead of in a skip per case."""
+        lines = []
+        if self.auto_backends:
+            for name in BACKENDS:
+                if name in self.backends(build_only=True) and name not in self.backends():
+                    lines.append(f"backend {name}: build cases only (-m build): cannot run here: "
+                                 f"{self._backend_reason(name, False)}")
+                elif name not in self.backends(build_only=True):
+                    lines.append(f"backend {name}: no cases: {self._backend_reason(name, True)}")
         for spec in self.models():
-            for backend in self.settings.backends:
+            if spec.unavailable:
+                lines.append(f"model {spec.name}: no cases: {spec.unavailable}")
+        return lines
+
+    def accuracy_cases(self, *, build_only: bool = False) -> Iterator[AccuracyCase]:
+        for spec in self.models():
+            for backend in self.backends(build_only=build_only):
                 for recipe in self.model_recipes(spec, self.settings.recipes):
                     for profile in self.model_profiles(spec, self.settings.profiles):
                         yield AccuracyCase(spec.name, backend, recipe, profile)

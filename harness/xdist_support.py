@@ -40,13 +40,22 @@ def selects_perf(config: pytest.Config) -> bool:
 
 
 class XdistHooks:
-    def __init__(self, hs: HarnessSession):
+    def __init__(self, hs: HarnessSession, config: pytest.Config, generated_key: pytest.StashKey[bool]):
         self.hs = hs
+        self.config = config
+        self.generated_key = generated_key
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         # every worker writes its rows under the controller's run id, so the controller can merge them
         node.workerinput["harness_run_id"] = self.hs.run_id
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        # a worker says whether it generated harness cases: the controller's summary of what was left out
+        # concerns only runs that did
+        if getattr(node, "workeroutput", {}).get("harness_generated"):
+            self.config.stash[self.generated_key] = True
 
 
 def refuse_perf_under_xdist(config: pytest.Config) -> None:

@@ -156,6 +156,12 @@ class Backend(ABC):
         SampleSet for backends that calibrate while building (TensorRT 10's legacy INT8).
         """
 
+    def device_words(self) -> set[str]:
+        """What a registry's device condition can test about this backend's device (``harness.conditions``)."""
+        from ..conditions import device_words
+
+        return device_words(self.device())
+
     def key_parts(self, model_hash: str, profile: Profile, options: Mapping[str, Any] | None) -> dict[str, Any]:
         return {
             "model": model_hash,

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..cache import Cache, Entry
 from ..environment import cpu_count, cpu_device
-from ..errors import BackendUnavailable, BuildError, ModeUnsupported
+from ..errors import BackendUnavailable, BuildError, HarnessError, ModeUnsupported
 from ..profiles import Profile
 from .base import Backend, Engine, Runner, RunnerOptions
 
@@ -192,6 +192,7 @@ class OrtCpuRunner(Runner):
     def prepare(self, feeds: Mapping[str, np.ndarray], *, resident: bool = True) -> None:
         self._feeds = {k: np.ascontiguousarray(v) for k, v in feeds.items()}
         self._binding = None
+        self._result = None
         if resident:
             ort = _ort()
             binding = self.session.io_binding()
@@ -202,14 +203,18 @@ class OrtCpuRunner(Runner):
             self._binding = binding
 
     def run(self) -> None:
+        self._result = None
         if self._binding is not None:
             self.session.run_with_iobinding(self._binding)
         else:
-            self.session.run(self.output_names, self._feeds)
+            self._result = self.session.run(self.output_names, self._feeds)
 
     def fetch_outputs(self) -> dict[str, np.ndarray]:
+        """The outputs of the last ``run`` or ``submit``/``wait`` of the prepared batch."""
+        if self._result is not None:  # a run without binding, or run_async: ORT handed the outputs over
+            return dict(zip(self.output_names, self._result))
         if self._binding is None:
-            return dict(zip(self.output_names, self.session.run(self.output_names, self._feeds)))
+            raise HarnessError("ort_cpu: no outputs to fetch: run or submit the prepared batch first")
         return dict(zip(self.output_names, self._binding.copy_outputs_to_cpu()))
 
     def timed_call(self) -> tuple[Any, tuple[Any, ...]]:
@@ -227,6 +232,7 @@ class OrtCpuRunner(Runner):
             # with one intra-op thread ORT has no pool: the caller computes, and run_async has nowhere to go
             raise ModeUnsupported("ort_cpu: run_async needs a session with at least 2 intra-op threads")
         self._done.clear()
+        self._result = None
         self.session.run_async(self.output_names, self._feeds, self._callback, None)
 
     def wait(self) -> None:

@@ -201,5 +201,6 @@ def _transform(recipe: Recipe, spec: ModelSpec, path: Path, calibration: Any) ->
         feeds = (b.feeds for b in calibration.batches(batch))
         return quantize(model, path, feeds, model_name=spec.name, method=params["method"],
                         per_channel=bool(params["per_channel"]), op_types=list(params["op_types"]),
-                        percentile=float(params.get("percentile", 99.999)), preprocess=bool(params["preprocess"]))
+                        percentile=float(params.get("percentile", 99.999)), preprocess=bool(params["preprocess"]),
+                        reduce_range=bool(params["reduce_range"]))
     raise RecipeError(f"recipe {recipe.name!r}: unknown kind {recipe.kind!r}")

@@ -57,10 +57,11 @@ class _Reader:
 
 def quantize(model: onnx.ModelProto, out: Path, batches: Iterator[dict[str, np.ndarray]], *, model_name: str,
              method: str, per_channel: bool, op_types: list[str] | None, percentile: float,
-             preprocess: bool) -> dict[str, Any]:
+             preprocess: bool, reduce_range: bool = False) -> dict[str, Any]:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    info: dict[str, Any] = {"method": method, "per_channel": per_channel, "op_types": op_types or "all"}
+    info: dict[str, Any] = {"method": method, "per_channel": per_channel, "op_types": op_types or "all",
+                            "weight_bits": 7 if reduce_range else 8}
     opset = opset_of(model)
     info["opset"] = opset
     if opset < 13:
@@ -114,6 +115,7 @@ def quantize(model: onnx.ModelProto, out: Path, batches: Iterator[dict[str, np.n
             with _quiet():
                 quantize_static(str(src), str(out), None if ranges else _Reader(batches), quant_format=QuantFormat.QDQ,
                                 op_types_to_quantize=op_types or None, per_channel=per_channel,
+                                reduce_range=reduce_range,
                                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                                 calibrate_method=calib, extra_options=extra,
                                 **({"calibration_cache_path": str(ranges)} if ranges else {}))

@@ -13,9 +13,10 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "bf16": {"block_ops": [], "fold": True, "opset": 22},
     # calibration: auto (real samples when the model has them) | real | generated (from the registry's
     # ranges); calibration_size: 0 means the model's calibration.size; op_types: [] quantizes every op type
-    # ONNX Runtime can, e.g. ["Conv", "MatMul", "Gemm"] restricts it
+    # ONNX Runtime can, e.g. ["Conv", "MatMul", "Gemm"] restricts it; reduce_range: 7-bit weights ([-64, 64]),
+    # so that x86 int8 kernels without VNNI (u8 x s8 pairs summed in 16 bits) cannot saturate
     "int8": {"method": "minmax", "per_channel": False, "op_types": [], "calibration": "auto",
-             "calibration_size": 0, "percentile": 99.999, "preprocess": True},
+             "calibration_size": 0, "percentile": 99.999, "preprocess": True, "reduce_range": False},
     # TensorRT 10's weak typing, opt-in: the FP32 model built with the FP16 (and INT8 + calibrator) builder
     # flags. TensorRT 11 and TensorRT-RTX refuse it with the reason; other backends skip it.
     "trt_legacy": {"precision": "fp16", "calibrator": "entropy", "calibration": "auto", "calibration_size": 0},

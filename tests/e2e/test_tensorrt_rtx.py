@@ -17,7 +17,7 @@ from harness.backends.tensorrt_support import numpy_dtype
 from harness.cache import Cache
 from harness.errors import BuildError, ModeUnsupported
 from harness.profiles import Profile
-from harness.spec import load_registry
+from harness.registry import load_registry
 from tests.helpers import FIXTURES
 
 rtx = get_backend("tensorrt_rtx")

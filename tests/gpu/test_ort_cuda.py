@@ -5,7 +5,7 @@ import pytest
 
 from harness.backends import RunnerOptions, get_backend
 from harness.cache import Cache
-from harness.spec import load_registry
+from harness.registry import load_registry
 from harness.timing import TimingPolicy, run_serial
 from tests.helpers import FIXTURES
 

@@ -16,7 +16,8 @@ from harness.backends import get_backend
 from harness.cache import Cache, CacheWarning, cache_key
 from harness.data import SampleSet
 from harness.recipes import all_recipes, recipe_from_table, recipe_key_parts
-from harness.spec import SampleSource, load_registry
+from harness.registry import load_registry
+from harness.spec import SampleSource
 from tests.helpers import FIXTURES
 
 leaves = st.one_of(st.integers(-5, 5), st.text("ab", max_size=3), st.booleans(),

@@ -11,8 +11,8 @@ from harness.backends.base import RunnerOptions
 from harness.cache import Cache
 from harness.checks import check_accuracy
 from harness.errors import ModeUnsupported, ProfileError
+from harness.registry import load_registry
 from harness.session import AccuracyCase, HarnessSession, Settings
-from harness.spec import load_registry
 from tests.helpers import FIXTURES, write_registry
 
 
@@ -39,16 +39,31 @@ def test_runner_modes_on_the_cpu(tmp_path):
     spec = load_registry(FIXTURES / "models.toml").models["ranker"]
     engine = get_backend("ort_cpu").build(spec.path, spec.profiles["dynamic"], Cache(tmp_path), label="r",
                                           model_hash="x")
-    feeds = {"ids": np.ones((4, 8), np.int64), "dense": np.ones((4, 13), np.float32)}
+    rng = np.random.default_rng(0)
+    feeds = {"ids": rng.integers(0, 8000, (4, 8)).astype(np.int64),
+             "dense": rng.uniform(0, 4, (4, 13)).astype(np.float32)}
+    other = {"ids": feeds["ids"][::-1].copy(), "dense": feeds["dense"][::-1].copy()}
     with engine.runner(RunnerOptions(threads=2)) as r:
         expected = r.infer(feeds)["ctr"]
+        assert expected.shape == (4, 1) and len(np.unique(expected)) == 4  # four different requests
         for resident in (True, False):
+            r.prepare(other, resident=resident)  # another batch between, so that a stale output would show
+            r.run()
+            np.testing.assert_array_equal(r.fetch_outputs()["ctr"], expected[::-1])
             r.prepare(feeds, resident=resident)
             r.run()
-        r.submit()
-        r.wait()
+            np.testing.assert_array_equal(r.fetch_outputs()["ctr"], expected)
+            r.submit()  # run_async on the session's pool
+            r.wait()
+            np.testing.assert_array_equal(r.fetch_outputs()["ctr"], expected)
+        r.prepare(other)
+        r.run()
+        r.prepare(feeds)  # resident: bound once; the timed loop calls run_with_iobinding on the binding
+        fn, args = r.timed_call()
+        assert fn == r.session.run_with_iobinding
+        fn(*args)
+        np.testing.assert_array_equal(r.fetch_outputs()["ctr"], expected)
         assert r.describe() == {"threads": 2}
-        np.testing.assert_array_equal(r.infer(feeds)["ctr"], expected)
     with engine.runner(RunnerOptions(threads=1)) as r:
         r.prepare(feeds)
         r.run()

@@ -12,11 +12,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from harness.cache import Cache
-from harness.errors import RecipeError
+from harness.errors import RecipeError, RegistryError
 from harness.recipes import Recipe, RecipeWarning, all_recipes, apply_recipe, recipe_from_table
 from harness.recipes.float16 import convert_float
-from harness.spec import load_registry
-from tests.helpers import mlp_model, write_registry
+from harness.registry import load_registry
+from tests.helpers import FIXTURES, mlp_model, write_registry
 
 
 def run(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
@@ -201,7 +201,7 @@ def test_int8_restricted_to_absent_op_types_warns_that_it_quantized_nothing(mlp_
 
 
 def test_int8_restricted_to_matmul_leaves_layernorm_in_fp32(tmp_path):
-    reg = load_registry("fixtures/models.toml")
+    reg = load_registry(FIXTURES / "models.toml")
     recipe = recipe_from_table("int8-mm", {"kind": "int8", "op_types": ["MatMul"]}, "test")
     art = apply_recipe(recipe, reg.models["encoder"], Cache(tmp_path / "cache"))
     assert art.info["nodes_quantized"].get("MatMul") == 6
@@ -211,9 +211,9 @@ def test_int8_restricted_to_matmul_leaves_layernorm_in_fp32(tmp_path):
 
 
 def test_recipe_options_are_checked():
-    with pytest.raises(Exception, match="unknown option"):
+    with pytest.raises(RegistryError, match=r"models.toml, field 'recipes.x': unknown option\(s\) methd"):
         recipe_from_table("x", {"kind": "int8", "methd": "entropy"}, "models.toml")
-    with pytest.raises(Exception, match="method must be minmax, entropy or percentile"):
+    with pytest.raises(RegistryError, match="method must be minmax, entropy or percentile, got 'kl'"):
         recipe_from_table("x", {"kind": "int8", "method": "kl"}, "models.toml")
     r = recipe_from_table("x", {"kind": "int8", "method": "percentile", "percentile": 99.9}, "models.toml")
     assert isinstance(r, Recipe) and r.options["percentile"] == 99.9

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from harness.errors import RegistryError
-from harness.spec import load_registry
+from harness.registry import load_registry
 from tests.helpers import FIXTURES, mlp_model, write_registry
 
 GOOD = """

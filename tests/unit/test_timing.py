@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from harness.backends.base import Runner
+from harness.errors import HarnessError
 from harness.perf import MODE_CLASSES, MultiStream, Serial, ThreadPool
 from harness.timing import TimingPolicy, run_serial, summarize
 
@@ -153,5 +154,5 @@ def test_concurrent_modes_overlap_requests():
 def test_each_mode_is_a_class_that_says_how_many_runners_it_drives():
     assert set(MODE_CLASSES) == {"serial", "multistream", "threadpool"}
     assert [MODE_CLASSES[m].runner_count(4) for m in ("serial", "multistream", "threadpool")] == [1, 4, 4]
-    with pytest.raises(ValueError):  # serial drives exactly one runner
+    with pytest.raises(HarnessError, match="serial mode drives exactly one runner, got 2"):
         Serial().measure([SleepRunner(0.001), SleepRunner(0.001)], TimingPolicy(), batch=1)
