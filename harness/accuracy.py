@@ -12,37 +12,35 @@ reference ``r`` (both taken as float64):
               reference's (one position for a classifier, every pixel for a segmenter).
 ``top5``      the share of positions whose reference argmax is among the candidate's five best.
 
-Statistics over the evaluation set: count, mean, min, p50, p90, p99, max and the share of samples over a
-threshold. They are computed streaming, batch by batch: values are kept exactly up to
-``StreamingStat.EXACT_CAP`` samples, after which they fold into a log-bucket quantile sketch of 0.5 %
-relative accuracy, so memory stays flat however large the evaluation set. Samples with NaN or Inf in an
-output are counted, named and kept out of the statistics; they always fail a gate.
+Each metric's direction and best value live in :data:`harness.budgets.METRICS`. Statistics over the
+evaluation set: count, mean and the tail that matters for the metric (:func:`harness.budgets.tail_stats`:
+p50, p90, p99 and max of an error; min, p1, p5, p10 and p50 of a similarity or agreement), any percentile a
+budget names, and the share of samples on the bad side of a threshold. They are computed streaming, batch by
+batch, in bounded memory (:class:`harness.sketch.StreamingStat`: exact up to 65,536 samples, then a sketch
+whose accuracy is stated there). Samples with NaN or Inf in an output are counted, named and kept out of
+the statistics; they always fail a gate.
 
-A :class:`Budget` names a statistic and a bound, e.g. ``p99(rel_l2) <= 1%`` or
-``share_over(rel_l2, 1%) <= 1%`` ("at most 1 % of samples have more than 1 % relative error"), optionally
-for one output: ``mean(top1[logits]) >= 0.99``.
+Budgets (:class:`harness.budgets.Budget`) name a statistic and a bound, e.g. ``p99(rel_l2) <= 1%``,
+``share_over(rel_l2, 1%) <= 1%`` ("at most 1 % of samples have more than 1 % relative error") or
+``p1(cosine[logits]) >= 0.99`` ("99 % of samples have cosine >= 0.99 on output logits").
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-METRICS: dict[str, str] = {
-    "rel_l2": "lower",
-    "rel_elem": "lower",
-    "max_abs": "lower",
-    "cosine": "higher",
-    "top1": "higher",
-    "top5": "higher",
-}
-CLASS_METRICS = ("top1", "top5")
-STATS = ("mean", "min", "p50", "p90", "p99", "max", "share_over")
+from .budgets import CLASS_METRICS, METRICS, Budget, OutputConfig, quantile_of, share_stat, tail_stats
+from .sketch import StreamingStat
+
+__all__ = ["METRICS", "AccuracyAccumulator", "Budget", "BudgetResult", "OutputConfig", "OutputSummary",
+           "StreamingStat", "Verdict", "budget_value", "evaluate", "failure_message", "fmt", "sample_metrics",
+           "share_key", "stat_value"]
+
 # thresholds whose share is always reported (rel_l2 over 1 %, the users' usual question)
 DEFAULT_SHARES: dict[str, tuple[float, ...]] = {"rel_l2": (0.01,), "rel_elem": (0.01,)}
 WORST_K = 5
@@ -51,13 +49,6 @@ _ELEM_FLOOR = 1e-3
 
 
 # --------------------------------------------------------------------------------------------- metrics
-
-
-@dataclass(frozen=True)
-class OutputConfig:
-    """How to judge one output: its class axis (in full-tensor coordinates, batch included), if any."""
-
-    class_axis: int | None = None
 
 
 def sample_metrics(
@@ -131,235 +122,6 @@ def _class_agreement(y: np.ndarray, r: np.ndarray, class_axis: int) -> dict[str,
     return {"top1": top1.astype(np.float64), "top5": top5.astype(np.float64)}
 
 
-# --------------------------------------------------------------------------------------- statistics
-
-
-class StreamingStat:
-    """Count, mean, min, max, quantiles and shares of one metric, in bounded memory.
-
-    Exact up to ``EXACT_CAP`` values; past that, quantiles and shares over untracked thresholds come from
-    a log-bucket sketch (relative accuracy ``ALPHA``). Shares over ``tracked`` thresholds stay exact.
-    """
-
-    EXACT_CAP = 65536
-    ALPHA = 0.005
-
-    def __init__(self, tracked: Iterable[float] = ()):
-        self.count = 0
-        self._sum = 0.0
-        self.min = math.inf
-        self.max = -math.inf
-        self._exact: list[np.ndarray] | None = []
-        self._exact_n = 0
-        self._sketch: _LogSketch | None = None
-        self._tracked = {float(t): 0 for t in tracked}
-
-    def add(self, values: np.ndarray) -> None:
-        v = np.asarray(values, dtype=np.float64).ravel()
-        if v.size == 0:
-            return
-        self.count += v.size
-        self._sum += float(v.sum())
-        self.min = min(self.min, float(v.min()))
-        self.max = max(self.max, float(v.max()))
-        for t in self._tracked:
-            self._tracked[t] += int((v > t).sum())
-        if self._exact is not None:
-            self._exact.append(v.copy())
-            self._exact_n += v.size
-            if self._exact_n > self.EXACT_CAP:
-                self._sketch = _LogSketch(self.ALPHA)
-                for chunk in self._exact:
-                    self._sketch.add(chunk)
-                self._exact = None
-        else:
-            assert self._sketch is not None
-            self._sketch.add(v)
-
-    @property
-    def thresholds(self) -> list[float]:
-        """The thresholds whose shares are counted exactly."""
-        return sorted(self._tracked)
-
-    @property
-    def exact(self) -> bool:
-        return self._exact is not None
-
-    @property
-    def mean(self) -> float:
-        return self._sum / self.count if self.count else math.nan
-
-    def _values(self) -> np.ndarray:
-        assert self._exact is not None
-        if len(self._exact) > 1:
-            self._exact = [np.concatenate(self._exact)]
-        return self._exact[0] if self._exact else np.empty(0)
-
-    def quantile(self, q: float) -> float:
-        if not self.count:
-            return math.nan
-        if self._exact is not None:
-            return float(np.quantile(self._values(), q))
-        assert self._sketch is not None
-        return min(max(self._sketch.quantile(q), self.min), self.max)
-
-    def share_over(self, threshold: float) -> float:
-        """Share of values strictly greater than ``threshold``."""
-        if not self.count:
-            return math.nan
-        t = float(threshold)
-        if t in self._tracked:
-            return self._tracked[t] / self.count
-        if self._exact is not None:
-            return float((self._values() > t).sum() / self.count)
-        assert self._sketch is not None
-        return self._sketch.share_over(t) / self.count
-
-    def memory_values(self) -> int:
-        """How many numbers this statistic holds (for tests that memory stays flat)."""
-        if self._exact is not None:
-            return self._exact_n
-        assert self._sketch is not None
-        return self._sketch.size()
-
-    def stat(self, name: str) -> float:
-        if name == "mean":
-            return self.mean
-        if name == "min":
-            return self.min if self.count else math.nan
-        if name == "max":
-            return self.max if self.count else math.nan
-        if name in ("p50", "p90", "p99"):
-            return self.quantile(int(name[1:]) / 100.0)
-        raise KeyError(name)
-
-
-class _LogSketch:
-    """A DDSketch-style quantile sketch: values fall in buckets whose bounds grow by ``gamma``."""
-
-    def __init__(self, alpha: float):
-        self.gamma = (1 + alpha) / (1 - alpha)
-        self._lg = math.log(self.gamma)
-        self.pos: dict[int, int] = {}
-        self.neg: dict[int, int] = {}
-        self.zero = 0
-        self.count = 0
-
-    def _index(self, mags: np.ndarray) -> np.ndarray:
-        return np.ceil(np.log(mags) / self._lg).astype(np.int64)
-
-    def add(self, v: np.ndarray) -> None:
-        self.count += v.size
-        tiny = np.abs(v) < 1e-300
-        self.zero += int(tiny.sum())
-        for store, sel in ((self.pos, v > 0), (self.neg, v < 0)):
-            sel = sel & ~tiny
-            if sel.any():
-                idx, cnt = np.unique(self._index(np.abs(v[sel])), return_counts=True)
-                for i, c in zip(idx.tolist(), cnt.tolist()):
-                    store[i] = store.get(i, 0) + c
-
-    def _ordered(self) -> list[tuple[float, int]]:
-        def value(i: int) -> float:
-            return 2.0 * self.gamma**i / (self.gamma + 1.0)
-
-        out = [(-value(i), c) for i, c in sorted(self.neg.items(), reverse=True)]
-        if self.zero:
-            out.append((0.0, self.zero))
-        out += [(value(i), c) for i, c in sorted(self.pos.items())]
-        return out
-
-    def quantile(self, q: float) -> float:
-        rank = q * (self.count - 1)
-        seen = 0
-        ordered = self._ordered()
-        for value, c in ordered:
-            seen += c
-            if seen > rank:
-                return value
-        return ordered[-1][0]
-
-    def share_over(self, t: float) -> int:
-        return sum(c for value, c in self._ordered() if value > t)
-
-    def size(self) -> int:
-        return len(self.pos) + len(self.neg) + 1
-
-
-# ------------------------------------------------------------------------------------------- budgets
-
-_BUDGET = re.compile(
-    r"""^\s*(?P<stat>mean|min|max|p50|p90|p99|share_over)\s*\(\s*
-        (?P<metric>[a-z0-9_]+)\s*(?:\[\s*(?P<output>[^\]]+?)\s*\])?\s*
-        (?:,\s*(?P<thr>[-+0-9.eE]+%?)\s*)?\)\s*
-        (?P<op><=|>=|<|>)\s*(?P<bound>[-+0-9.eE]+%?)\s*$""",
-    re.VERBOSE,
-)
-
-
-def _number(text: str) -> float:
-    text = text.strip()
-    if text.endswith("%"):
-        return float(text[:-1]) / 100.0
-    return float(text)
-
-
-@dataclass(frozen=True)
-class Budget:
-    """One accuracy bound: ``STAT(METRIC[OUTPUT]) OP BOUND`` or ``share_over(METRIC[OUTPUT], T) OP BOUND``."""
-
-    stat: str
-    metric: str
-    op: str
-    bound: float
-    output: str | None = None
-    threshold: float | None = None
-    text: str = ""
-
-    @classmethod
-    def parse(cls, text: str) -> Budget:
-        """Parse a budget; raises ValueError with the problem (the registry adds model and field)."""
-        m = _BUDGET.match(text) if isinstance(text, str) else None
-        if not m:
-            raise ValueError(
-                f"cannot read budget {text!r}: expected 'STAT(METRIC) OP BOUND' such as 'p99(rel_l2) <= 1%' "
-                f"or 'share_over(rel_l2, 1%) <= 1%'; STAT is one of {', '.join(STATS)}"
-            )
-        stat, metric = m.group("stat"), m.group("metric")
-        if metric not in METRICS:
-            raise ValueError(f"budget {text!r}: unknown metric {metric!r}; known: {', '.join(METRICS)}")
-        thr = m.group("thr")
-        if stat == "share_over" and thr is None:
-            raise ValueError(f"budget {text!r}: share_over needs a threshold: share_over({metric}, 1%)")
-        if stat != "share_over" and thr is not None:
-            raise ValueError(f"budget {text!r}: only share_over takes a threshold")
-        try:
-            bound = _number(m.group("bound"))
-            threshold = _number(thr) if thr is not None else None
-        except ValueError:
-            raise ValueError(f"budget {text!r}: bound or threshold is not a number") from None
-        return cls(stat, metric, m.group("op"), bound, m.group("output"), threshold, text.strip())
-
-    @property
-    def label(self) -> str:
-        return self.text or self.render()
-
-    def render(self) -> str:
-        tgt = self.metric + (f"[{self.output}]" if self.output else "")
-        inner = f"{tgt}, {self.threshold:g}" if self.stat == "share_over" else tgt
-        return f"{self.stat}({inner}) {self.op} {self.bound:g}"
-
-    def holds(self, value: float) -> bool:
-        if math.isnan(value):
-            return False
-        return {
-            "<=": value <= self.bound,
-            ">=": value >= self.bound,
-            "<": value < self.bound,
-            ">": value > self.bound,
-        }[self.op]
-
-
 # ------------------------------------------------------------------------------------- accumulation
 
 
@@ -391,7 +153,7 @@ class AccuracyAccumulator:
         self.batch_axes = dict(batch_axes or {})
         tracked: dict[str, set[float]] = {m: set(DEFAULT_SHARES.get(m, ())) for m in METRICS}
         for b in budgets:
-            if b.stat == "share_over" and b.threshold is not None:
+            if b.threshold is not None:  # share_over / share_under: counted exactly
                 tracked[b.metric].add(b.threshold)
         self._tracked = tracked
         self.samples = 0
@@ -402,7 +164,7 @@ class AccuracyAccumulator:
         if name not in self.summaries:
             cfg = self.outputs.get(name, OutputConfig())
             metrics = [m for m in METRICS if m not in CLASS_METRICS or cfg.class_axis is not None]
-            self.summaries[name] = OutputSummary(name, {m: StreamingStat(self._tracked[m]) for m in metrics})
+            self.summaries[name] = OutputSummary(name, {m: StreamingStat(self._tracked[m], best=METRICS[m].best) for m in metrics})
         return self.summaries[name]
 
     def update(self, candidate: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], first_index: int) -> None:
@@ -434,7 +196,7 @@ class AccuracyAccumulator:
 
     def _track_worst(self, output: str, metric: str, v: np.ndarray, finite: np.ndarray, first: int) -> None:
         # a min-heap of (badness, -index) keeps the K worst; badness is the value, or -value if higher is better
-        sign = 1.0 if METRICS[metric] == "lower" else -1.0
+        sign = 1.0 if METRICS[metric].better == "lower" else -1.0
         heap = self._worst_heaps.setdefault((output, metric), [])
         idx = np.flatnonzero(finite)
         if idx.size > WORST_K:
@@ -449,7 +211,7 @@ class AccuracyAccumulator:
 
     def summary(self) -> dict[str, OutputSummary]:
         for (output, metric), heap in self._worst_heaps.items():
-            sign = 1.0 if METRICS[metric] == "lower" else -1.0
+            sign = 1.0 if METRICS[metric].better == "lower" else -1.0
             self.summaries[output].worst[metric] = [(sign * b, -i) for b, i in sorted(heap, reverse=True)]
         return self.summaries
 
@@ -478,14 +240,30 @@ class Verdict:
         return not self.problems and not self.nonfinite and all(r.passed for r in self.results)
 
 
+def stat_value(st: StreamingStat, name: str) -> float:
+    """One statistic by name: ``mean``, ``min``, ``max`` or a percentile ``pN``."""
+    if name == "mean":
+        return st.mean
+    if name in ("min", "max"):
+        return getattr(st, name) if st.count else math.nan
+    q = quantile_of(name)
+    if q is None:
+        raise KeyError(name)
+    return st.quantile(q)
+
+
+def share_key(name: str, threshold: float) -> str:
+    """How a share is named in result rows: ``share_over_0.01``."""
+    return f"{name}_{threshold:g}"
+
+
 def budget_value(summary: OutputSummary, budget: Budget) -> float:
     stat = summary.stats.get(budget.metric)
     if stat is None:
         return math.nan
-    if budget.stat == "share_over":
-        assert budget.threshold is not None
-        return stat.share_over(budget.threshold)
-    return stat.stat(budget.stat)
+    if budget.threshold is not None:
+        return stat.share_over(budget.threshold) if budget.stat == "share_over" else stat.share_under(budget.threshold)
+    return stat_value(stat, budget.stat)
 
 
 def evaluate(summaries: Mapping[str, OutputSummary], budgets: Iterable[Budget]) -> Verdict:
@@ -518,6 +296,13 @@ def fmt(value: float) -> str:
         return "0"
     if abs(value) >= 1e4 or abs(value) < 1e-3:
         return f"{value:.3e}"
+    if 0.999 <= value < 1.0:
+        # near 1 (cosine, agreement) the digits that matter are those of the distance to 1: three of them,
+        # as decimals while that stays short, else as the distance itself
+        distance = 1.0 - value
+        if distance < 1e-7:
+            return f"1-{distance:.2g}"
+        return f"{value:.{2 - math.floor(math.log10(distance))}f}".rstrip("0")
     return f"{value:.4g}"
 
 
@@ -543,10 +328,10 @@ def failure_message(verdict: Verdict, summaries: Mapping[str, OutputSummary], *,
         if (r.output, b.metric) in shown:
             continue
         shown.add((r.output, b.metric))
-        lines.append(
-            f"    {b.metric}: mean {fmt(st.mean)}  p50 {fmt(st.stat('p50'))}  p90 {fmt(st.stat('p90'))}  "
-            f"p99 {fmt(st.stat('p99'))}  max {fmt(st.stat('max'))}  min {fmt(st.stat('min'))}"
-        )
+        tail = "  ".join(f"{name} {fmt(stat_value(st, name))}" for name in tail_stats(b.metric))
+        shares = [f"{share_key(share_stat(b.metric), t)} {fmt(getattr(st, share_stat(b.metric))(t))}"
+                  for t in st.thresholds]
+        lines.append(f"    {b.metric}: " + "  ".join([tail, *shares]))
         worst = s.worst.get(b.metric, [])
         if worst:
             lines.append("    worst samples: " + ", ".join(f"#{i} ({fmt(v)})" for v, i in worst))

@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .accuracy import METRICS, AccuracyAccumulator, OutputSummary, Verdict, evaluate, failure_message, fmt
+from .accuracy import (
+    AccuracyAccumulator,
+    OutputSummary,
+    Verdict,
+    evaluate,
+    failure_message,
+    fmt,
+    share_key,
+    stat_value,
+)
 from .backends import get_backend
+from .budgets import METRICS, Budget, share_stat, tail_stats
 from .cpu_features import int8_kernels, saturating_int8
 from .data import SampleSet, batch_size_of, unpad
 from .errors import HarnessError, ModeUnsupported
@@ -28,22 +38,34 @@ class AccuracyGateFailure(AssertionError):
     """A budget did not hold; the message shows the statistics and the worst samples."""
 
 
-def summary_fields(summaries: Mapping[str, OutputSummary]) -> dict[str, Any]:
-    """Flat metrics (the worst output's, per statistic) and per-output details for a row."""
+def summary_fields(summaries: Mapping[str, OutputSummary], budgets: Iterable[Budget] = ()) -> dict[str, Any]:
+    """Flat metrics (the worst output's, per statistic) and per-output details for a row.
+
+    Per metric: the tail that matters for it (``tail_stats``: mean, p50, p90, p99, max of an error; mean,
+    min, p1, p5, p10, p50 of cosine and agreement), any other percentile a budget names, and the share of
+    samples on the bad side of each tracked threshold (``share_over_T`` of an error, ``share_under_T`` of
+    the others)."""
+    named: dict[str, set[str]] = {}
+    for b in budgets:
+        if b.threshold is None:
+            named.setdefault(b.metric, set()).add(b.stat)
     flat: dict[str, float] = {}
     outputs: dict[str, Any] = {}
     for name, s in summaries.items():
         detail: dict[str, Any] = {"nonfinite_samples": s.nonfinite_samples, "nan": s.nan_elements,
                                   "inf": s.inf_elements}
         for metric, st in s.stats.items():
-            worse = max if METRICS[metric] == "lower" else min
-            vals = {stat: st.stat(stat) for stat in ("mean", "p50", "p90", "p99", "max", "min")}
+            worse = max if METRICS[metric].better == "lower" else min
+            stats = tail_stats(metric)
+            stats += tuple(sorted(named.get(metric, set()) - set(stats)))
+            vals = {stat: stat_value(st, stat) for stat in stats}
+            share = share_stat(metric)
             for thr in st.thresholds:
-                vals[f"share_over_{thr:g}"] = st.share_over(thr)
+                vals[share_key(share, thr)] = getattr(st, share)(thr)
             detail[metric] = {k: _finite_or_none(v) for k, v in vals.items()}
             for stat, v in vals.items():
                 key = f"{metric}.{stat}"
-                if stat.startswith("share_over"):
+                if stat.startswith("share_"):  # the share of bad samples: the worst output's is the largest
                     flat[key] = max(flat.get(key, -math.inf), v)
                 elif not math.isnan(v):
                     flat[key] = worse(flat[key], v) if key in flat else v
@@ -133,7 +155,7 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
         raise
     summaries = acc.summary()
     verdict = evaluate(summaries, budgets)
-    row.update(summary_fields(summaries))
+    row.update(summary_fields(summaries, budgets))
     row.update(verdict_fields(verdict))
     notes: list[str] = []
     if sim is not None:

@@ -11,7 +11,9 @@ Each mode is a small class over the Runner interface (``Mode.measure(runners, po
 Parameters: batch size, N, inputs resident on the device or copied in every iteration, CUDA graphs on or
 off where the backend has them. On the CPU the cores are split between runners (N x threads <= cores, and
 at least 2 threads for a session serving ``run_async``); the split is recorded in every row. A mode the
-backend cannot do raises ModeUnsupported and the test is skipped with the reason.
+backend cannot do raises ModeUnsupported and the test is skipped with the reason. A runner that raises
+anything else stops its mode at once, in warm-up as in measurement, with :class:`RunnerFailed` naming the
+mode, the runner and the phase ("threadpool runner 2 of 4 failed during warm-up: ...").
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
 from .backends import Engine, Runner, RunnerOptions, get_backend
 from .data import SampleSet, batch_size_of
-from .errors import HarnessError
+from .errors import HarnessError, ModeUnsupported
 from .recipes import apply_recipe
 from .resources import ResourceMonitor
 from .session import HarnessSession
@@ -89,6 +91,21 @@ def perf_cases(hs: HarnessSession) -> Iterator[PerfCase]:
 # ---------------------------------------------------------------------------------------------- modes
 
 
+WARMING, TIMING = "during warm-up", "while timed"
+
+
+class RunnerFailed(RuntimeError):
+    """A runner raised while a perf mode drove it; the message names the mode, the runner and the phase."""
+
+
+def _raise_failed(mode: str, k: int, n: int, phase: str, exc: BaseException) -> NoReturn:
+    # a backend that cannot do what the mode asks says so with ModeUnsupported: the case is skipped with
+    # that reason, unchanged; KeyboardInterrupt and the like are not a runner's failure
+    if isinstance(exc, ModeUnsupported) or not isinstance(exc, Exception):
+        raise exc
+    raise RunnerFailed(f"{mode} runner {k + 1} of {n} failed {phase}: {type(exc).__name__}: {exc}") from exc
+
+
 class Mode:
     """One way of driving runners: how many it needs and how it times them. Small and stateless."""
 
@@ -115,9 +132,18 @@ class Serial(Mode):
         if len(runners) != 1:
             raise HarnessError(f"serial mode drives exactly one runner, got {len(runners)}")
         (r,) = runners
-        m = run_serial(r.timed_call(), policy, batch=batch, clock=clock)
-        if r.times_gpu:
-            m.gpu_seconds = np.asarray(r.gpu_times(min(200, max(m.iterations, 10))))
+        call = r.timed_call()
+        fn, args = call
+        try:
+            warmed = warm_up(lambda: fn(*args), policy.warmup, clock)
+        except BaseException as exc:
+            _raise_failed(self.name, 0, 1, WARMING, exc)
+        try:
+            m = run_serial(call, policy, batch=batch, clock=clock, warmed=warmed)
+            if r.times_gpu:
+                m.gpu_seconds = np.asarray(r.gpu_times(min(200, max(m.iterations, 10))))
+        except BaseException as exc:
+            _raise_failed(self.name, 0, 1, TIMING, exc)
         return m
 
 
@@ -130,56 +156,62 @@ class MultiStream(Mode):
     def measure(self, runners: list[Runner], policy: TimingPolicy, *, batch: int,
                 clock: Clock = time.perf_counter) -> Measurement:
         n = len(runners)
-        # warm-up: whole rounds of N in flight
-        t0 = clock()
-        warm = 0
-        while True:
-            for r in runners:
+        i, phase = 0, WARMING  # which runner is being called, in which phase: for the error message
+        try:
+            # warm-up: whole rounds of N in flight
+            t0 = clock()
+            warm = 0
+            while True:
+                for i in range(n):
+                    runners[i].submit()
+                for i in range(n):
+                    runners[i].wait()
+                warm += n
+                if clock() - t0 >= policy.warmup:
+                    break
+            warm_s = clock() - t0
+            phase = TIMING
+            starts: list[float] = []
+            ends: list[float] = []
+            gpu: list[float] = []
+            submitted = [0.0] * n
+            active = [True] * n
+            start = clock()
+            for i, r in enumerate(runners):
+                submitted[i] = clock()
                 r.submit()
-            for r in runners:
-                r.wait()
-            warm += n
-            if clock() - t0 >= policy.warmup:
-                break
-        warm_s = clock() - t0
-        starts: list[float] = []
-        ends: list[float] = []
-        gpu: list[float] = []
-        submitted = [0.0] * n
-        active = [True] * n
-        start = clock()
-        for i, r in enumerate(runners):
-            submitted[i] = clock()
-            r.submit()
-        stopping = capped = False
-        i = 0
-        while any(active):
-            if active[i]:
-                r = runners[i]
-                r.wait()
-                t = clock()
-                starts.append(submitted[i])
-                ends.append(t)
-                g = r.last_gpu_seconds()
-                if g is not None:
-                    gpu.append(g)
-                if not stopping and t - start >= policy.min_duration and len(ends) >= policy.min_iters:
-                    stopping = True
-                if not stopping and t - start >= policy.max_duration:
-                    stopping = capped = True
-                if stopping:
-                    active[i] = False
-                else:
-                    submitted[i] = clock()
-                    r.submit()
-            i = (i + 1) % n
+            stopping = capped = False
+            i = 0
+            while any(active):
+                if active[i]:
+                    r = runners[i]
+                    r.wait()
+                    t = clock()
+                    starts.append(submitted[i])
+                    ends.append(t)
+                    g = r.last_gpu_seconds()
+                    if g is not None:
+                        gpu.append(g)
+                    if not stopping and t - start >= policy.min_duration and len(ends) >= policy.min_iters:
+                        stopping = True
+                    if not stopping and t - start >= policy.max_duration:
+                        stopping = capped = True
+                    if stopping:
+                        active[i] = False
+                    else:
+                        submitted[i] = clock()
+                        r.submit()
+                i = (i + 1) % n
+        except BaseException as exc:
+            _raise_failed(self.name, i, n, phase, exc)
         return summarize(starts, ends, (start, max(ends)), batch=batch, policy=policy, warmup_iters=warm,
                          warmup_seconds=warm_s, capped=capped, gpu_seconds=gpu or None)
 
 
 class ThreadPool(Mode):
     """N host threads, each owning one runner and running it back to back; all start together after their
-    own warm-up, and the main thread stops them once the stop rule holds over all of them."""
+    own warm-up, and the main thread stops them once the stop rule holds over all of them. A runner that
+    fails stops the others at once, in warm-up as in measurement."""
 
     name = "threadpool"
 
@@ -192,21 +224,18 @@ class ThreadPool(Mode):
         records: list[list[tuple[float, float]]] = [[] for _ in range(n)]
         gpu: list[list[float]] = [[] for _ in range(n)]
         warm: list[tuple[int, float]] = [(0, 0.0)] * n
-        errors: list[BaseException] = []
+        failures: list[tuple[int, str, BaseException]] = []
 
         def worker(k: int) -> None:
             r = runners[k]
-            fn, args = r.timed_call()
+            phase = WARMING
             try:
-                warm[k] = warm_up(lambda: fn(*args), policy.warmup, clock)
-            except BaseException as exc:  # surfaced by the main thread
-                errors.append(exc)
-            ready.wait()
-            go.wait()
-            if errors:
-                return
-            rec, g = records[k], gpu[k]
-            try:
+                fn, args = r.timed_call()
+                warm[k] = warm_up(lambda: fn(*args), policy.warmup, clock, stop=stop.is_set)
+                ready.wait()
+                go.wait()
+                phase = TIMING
+                rec, g = records[k], gpu[k]
                 while not stop.is_set():
                     a = clock()
                     fn(*args)
@@ -215,17 +244,25 @@ class ThreadPool(Mode):
                     t = r.last_gpu_seconds()
                     if t is not None:
                         g.append(t)
-            except BaseException as exc:
-                errors.append(exc)
+            except threading.BrokenBarrierError:
+                return  # another runner failed: its error is the one reported
+            except BaseException as exc:  # surfaced by the main thread, which stops waiting at once
+                failures.append((k, phase, exc))
                 stop.set()
+                ready.abort()
+                go.abort()
 
         threads = [threading.Thread(target=worker, args=(k,), name=f"harness-runner-{k}") for k in range(n)]
         for t in threads:
             t.start()
-        ready.wait()
         start = clock()
-        go.wait()
         capped = False
+        try:
+            ready.wait()
+            start = clock()
+            go.wait()
+        except threading.BrokenBarrierError:
+            stop.set()
         while not stop.is_set():
             time.sleep(0.002)
             elapsed = clock() - start
@@ -238,8 +275,9 @@ class ThreadPool(Mode):
         stop.set()
         for t in threads:
             t.join()
-        if errors:
-            raise errors[0]
+        if failures:
+            k, phase, exc = failures[0]
+            _raise_failed(self.name, k, n, phase, exc)
         pairs = [p for rec in records for p in rec]
         return summarize([a for a, _ in pairs], [b for _, b in pairs], (start, max(b for _, b in pairs)),
                          batch=batch, policy=policy, warmup_iters=sum(w[0] for w in warm),
@@ -304,8 +342,6 @@ def check_perf(hs: HarnessSession, case: PerfCase) -> dict[str, Any]:
         mon = ResourceMonitor(gpu_index=0 if backend.on_gpu else None)
         m, runner_facts = measure_mode(engine, case, feeds, policy, threads, mon)
     except Exception as exc:
-        from .errors import ModeUnsupported
-
         row.update(status="skipped" if isinstance(exc, ModeUnsupported) else "error",
                    message=f"{type(exc).__name__}: {exc}")
         hs.write_row(row)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .accuracy import Budget, OutputConfig
+from .budgets import Budget, OutputConfig
 from .conditions import Condition, ConditionError, DeviceExpr
 from .errors import ProfileError, RegistryError
 from .profiles import Profile

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .accuracy import Budget, OutputConfig
+from .budgets import Budget, OutputConfig
 from .cache import digest
 from .conditions import Condition
 from .errors import RegistryError

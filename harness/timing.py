@@ -154,15 +154,17 @@ class Measurement:
         return out
 
 
-def warm_up(step: Callable[[], object], seconds: float, clock: Clock = time.perf_counter) -> tuple[int, float]:
-    """Run ``step`` for ``seconds`` (at least once); return iterations and seconds spent. Results discarded."""
+def warm_up(step: Callable[[], object], seconds: float, clock: Clock = time.perf_counter,
+            stop: Callable[[], bool] | None = None) -> tuple[int, float]:
+    """Run ``step`` for ``seconds`` (at least once); return iterations and seconds spent. Results discarded.
+    ``stop``, where given, ends it early (another runner of the same mode failed)."""
     t0 = clock()
     n = 0
     while True:
         step()
         n += 1
         t = clock()
-        if t - t0 >= seconds:
+        if t - t0 >= seconds or (stop is not None and stop()):
             return n, t - t0
 
 
@@ -201,15 +203,15 @@ def _chunk_runner(call: Call, append: Callable[[float], None], clock: Clock) -> 
 
 
 def run_serial(step: Callable[[], object] | Call, policy: TimingPolicy, *, batch: int,
-               clock: Clock = time.perf_counter) -> Measurement:
+               clock: Clock = time.perf_counter, warmed: tuple[int, float] | None = None) -> Measurement:
     """Time a step back to back under ``policy``.
 
     ``step`` is a callable, or ``(function, args)``: the backend call itself, which the loop then makes
-    inline.
+    inline. ``warmed``: the caller has already warmed it up, in that many iterations and seconds.
     """
     call: Call = step if isinstance(step, tuple) else (step, ())
     fn, args = call
-    warm_iters, warm_s = warm_up(lambda: fn(*args), policy.warmup, clock)
+    warm_iters, warm_s = warmed or warm_up(lambda: fn(*args), policy.warmup, clock)
     ends: list[float] = []
     # the stop rule is checked once per chunk of iterations, about every millisecond: per iteration only
     # the call, one clock read and one append remain

@@ -1,22 +1,16 @@
 """Properties of the accuracy numbers (harness arithmetic, no backend involved)."""
 
-import math
+import re
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from harness.accuracy import (
-    AccuracyAccumulator,
-    Budget,
-    OutputConfig,
-    StreamingStat,
-    evaluate,
-    failure_message,
-    sample_metrics,
-)
+from harness.accuracy import AccuracyAccumulator, evaluate, failure_message, fmt, sample_metrics
+from harness.budgets import Budget, OutputConfig
+from harness.checks import summary_fields
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False, width=32)
 batches = arrays(np.float32, st.tuples(st.integers(1, 6), st.integers(1, 12)), elements=finite)
@@ -42,57 +36,6 @@ def test_relative_errors_are_invariant_to_common_scaling(y, r, scale):
     b, _ = sample_metrics(y64 * scale, r64 * scale)
     for metric in ("rel_l2", "rel_elem", "cosine"):
         np.testing.assert_allclose(b[metric], a[metric], rtol=1e-9, atol=1e-12)
-
-
-@given(arrays(np.float64, st.integers(1, 300), elements=st.floats(0, 10)),
-       st.lists(st.floats(0, 10), min_size=2, max_size=6))
-def test_share_over_threshold_is_monotone(values, thresholds):
-    stat = StreamingStat()
-    stat.add(values)
-    shares = [stat.share_over(t) for t in sorted(thresholds)]
-    assert all(a >= b for a, b in zip(shares, shares[1:]))
-    assert 0.0 <= shares[-1] <= shares[0] <= 1.0
-
-
-@settings(max_examples=25)
-@given(arrays(np.float64, st.integers(1, 200), elements=st.floats(1e-9, 1e3)))
-def test_exact_statistics_match_numpy(values):
-    stat = StreamingStat()
-    for chunk in np.array_split(values, 3):
-        stat.add(chunk)
-    assert stat.count == values.size
-    assert stat.mean == pytest.approx(values.mean())
-    assert stat.stat("p99") == pytest.approx(np.quantile(values, 0.99))
-    assert stat.stat("max") == values.max() and stat.stat("min") == values.min()
-
-
-def test_memory_stays_flat_past_the_exact_cap_and_quantiles_stay_close():
-    rng = np.random.default_rng(0)
-    stat = StreamingStat(tracked=[0.01])
-    all_values = []
-    for _ in range(40):  # 40 x 10k = 400k samples, past the 65,536 exact cap
-        v = rng.lognormal(-6, 1.5, 10_000)
-        all_values.append(v)
-        stat.add(v)
-    assert not stat.exact
-    assert stat.memory_values() < 5_000  # buckets, not samples
-    v = np.concatenate(all_values)
-    for q in (0.5, 0.9, 0.99):
-        assert stat.quantile(q) == pytest.approx(np.quantile(v, q), rel=0.011)
-    assert stat.share_over(0.01) == pytest.approx((v > 0.01).mean(), abs=0)  # tracked: exact
-
-
-def test_budget_parsing_and_errors():
-    b = Budget.parse("share_over(rel_l2[logits], 1%) <= 1%")
-    assert (b.stat, b.metric, b.output, b.threshold, b.op, b.bound) == ("share_over", "rel_l2", "logits", 0.01, "<=", 0.01)
-    assert Budget.parse("mean(top1) >= 0.99").holds(0.995)
-    assert not Budget.parse("p99(rel_l2) <= 1e-3").holds(math.nan)
-    with pytest.raises(ValueError, match="STAT is one of"):
-        Budget.parse("p95(rel_l2) <= 1%")
-    with pytest.raises(ValueError, match="unknown metric 'rel_l3'"):
-        Budget.parse("p99(rel_l3) <= 1%")
-    with pytest.raises(ValueError, match="needs a threshold"):
-        Budget.parse("share_over(rel_l2) <= 1%")
 
 
 def test_nan_in_an_output_fails_with_counts_and_sample_indices():
@@ -137,3 +80,44 @@ def test_class_agreement_on_a_segmentation_layout():
     m, _ = sample_metrics(cand, ref, class_axis=1)
     assert m["top1"].tolist() == [0.75, 1.0]
     assert m["top5"].tolist() == [1.0, 1.0]
+
+
+def cosine_case(n: int = 200):
+    """``n`` samples whose cosine similarity falls from 1 towards 0.9 for a few of them."""
+    rng = np.random.default_rng(5)
+    ref = rng.standard_normal((n, 16))
+    cand = ref + rng.standard_normal((n, 16)) * np.linspace(0.0, 0.05, n)[:, None]
+    cand[[17, 101]] = ref[[17, 101]] + rng.standard_normal((2, 16)) * 0.5  # two bad samples
+    return cand, ref
+
+
+def test_rows_show_the_tail_that_matters_for_each_metric_and_any_percentile_a_budget_names():
+    cand, ref = cosine_case()
+    budgets = [Budget.parse("p1(cosine) >= 0.999"), Budget.parse("share_under(cosine, 0.999) <= 5%"),
+               Budget.parse("p99.9(rel_l2) <= 1")]
+    acc = AccuracyAccumulator({"y": OutputConfig(class_axis=1)}, budgets)
+    for start in range(0, 200, 64):
+        acc.update({"y": cand[start:start + 64]}, {"y": ref[start:start + 64]}, start)
+    summ = acc.summary()
+    fields = summary_fields(summ, budgets)
+    m, cos = fields["metrics"], sample_metrics(cand, ref)[0]["cosine"]
+    assert {k for k in m if k.startswith("cosine.")} == {
+        "cosine.mean", "cosine.min", "cosine.p1", "cosine.p5", "cosine.p10", "cosine.p50", "cosine.share_under_0.999"}
+    assert {k for k in m if k.startswith("rel_l2.")} == {
+        "rel_l2.mean", "rel_l2.p50", "rel_l2.p90", "rel_l2.p99", "rel_l2.max", "rel_l2.p99.9", "rel_l2.share_over_0.01"}
+    assert {k for k in m if k.startswith("top1.")} == {"top1.mean", "top1.min", "top1.p1", "top1.p5", "top1.p10",
+                                                     "top1.p50"}
+    assert m["cosine.p1"] == pytest.approx(np.quantile(cos, 0.01)) and m["cosine.min"] == pytest.approx(cos.min())
+    assert m["cosine.share_under_0.999"] == pytest.approx((cos < 0.999).mean())
+    verdict = evaluate(summ, budgets)
+    assert [r.passed for r in verdict.results] == [False, False, True]
+    msg = failure_message(verdict, summ, case="m-b-r-p", samples=200)
+    # the low tail of cosine, and its worst samples lowest first
+    assert re.search(r"cosine: mean \S+  min \S+  p1 \S+  p5 \S+  p10 \S+  p50 \S+  share_under_0.999 \S+\n", msg), msg
+    assert "worst samples: #17" in msg or "worst samples: #101" in msg
+
+
+def test_numbers_near_one_keep_the_digits_of_their_distance_to_one():
+    # a cosine p1 of 0.99998 against a bound of 0.99999 must not read "1"
+    assert [fmt(v) for v in (0.99998, 0.9997, 0.99979644, 0.999999086, 0.999999999999731, 0.9951, 1.0, 0.5)] == [
+        "0.99998", "0.9997", "0.999796", "0.999999086", "1-2.7e-13", "0.9951", "1", "0.5"]
