@@ -34,6 +34,8 @@ BUILTIN: dict[str, dict[str, Any]] = {
     "int8-entropy": {"kind": "int8", "method": "entropy"},
     "int8-percentile": {"kind": "int8", "method": "percentile"},
     "int8-minmax-pc": {"kind": "int8", "method": "minmax", "per_channel": True},
+    # 7-bit weights: ONNX Runtime's x86 int8 kernels without VNNI cannot saturate on them
+    "int8-minmax-pc-w7": {"kind": "int8", "method": "minmax", "per_channel": True, "reduce_range": True},
     "int8-minmax-generated": {"kind": "int8", "method": "minmax", "calibration": "generated"},
     "trt10-legacy-fp16": {"kind": "trt_legacy", "precision": "fp16"},
     "trt10-legacy-int8": {"kind": "trt_legacy", "precision": "int8", "calibrator": "entropy"},
