@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from harness.backends import get_backend
-from harness.backends.tensorrt_support import numpy_dtype
+from harness.backends.tensorrt.tensors import numpy_dtype
 from harness.cache import Cache
 from harness.errors import BuildError, ModeUnsupported
 from harness.profiles import Profile
@@ -40,6 +40,8 @@ def test_engines_are_built_on_the_cpu_cached_and_hit_on_a_second_run(project):
     assert len(plans) == 12
     side = json.loads((plans[0].parent / "entry.json").read_text())
     assert side["parts"]["version"] == rtx.version() and side["parts"]["targets"]
+    # the wheels' CUDA major is part of the key: the same version is published for CUDA 12 and 13
+    assert side["parts"]["cuda_wheel"] in ("cu12", "cu13") and side["parts"]["module"] == rtx.module().__name__
     assert side["info"]["build_phases"], "the progress monitor saw TensorRT's build phases"
 
 
