@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.contract.api_names import repair_stub_text
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.skipif(
@@ -36,10 +36,7 @@ def repaired_stubs(dest: Path) -> Path:
         src = Path(f.locate())
         out = dest / str(f)
         out.parent.mkdir(parents=True, exist_ok=True)
-        text = src.read_text()
-        text = re.sub(r"(\(|, )in: ", r"\1in_: ", text)
-        text = text.replace("power: Weights = None, channel_axis: int)", "power: Weights = None, channel_axis: int = ...)")
-        out.write_text(text)
+        out.write_text(repair_stub_text(src.read_text()))
     return dest
 
 

@@ -19,7 +19,7 @@ from ...profiles import Profile
 from .calibrator import calibration_feeder, configure_legacy
 from .library import network_flags
 from .network import parse_onnx
-from .profiles import profile_shapes
+from .profiles import profile_shapes, profile_values
 from .tensors import dims
 
 if TYPE_CHECKING:  # the published stubs (tensorrt_stubs) type every call made on a TensorRT object
@@ -82,11 +82,14 @@ def configure(mod: Any, config: trt.IBuilderConfig, opts: dict[str, Any]) -> Non
             config.clear_flag(tf32)
 
 
-def add_profiles(mod: Any, builder: trt.Builder, config: trt.IBuilderConfig, shapes: list[Any], copies: int) -> None:
+def add_profiles(mod: Any, builder: trt.Builder, config: trt.IBuilderConfig, shapes: list[Any], values: list[Any],
+                 copies: int) -> None:
     for i in range(copies):
         prof: trt.IOptimizationProfile = builder.create_optimization_profile()
         for name, lo, mid, hi in shapes:
             prof.set_shape(name, mod.Dims(lo), mod.Dims(mid), mod.Dims(hi))
+        for name, lo, mid, hi in values:
+            prof.set_shape_input(name, list(lo), list(mid), list(hi))
         index = config.add_optimization_profile(prof)
         if index != i:  # -1: TensorRT found the profile invalid
             raise BuildError(f"TensorRT refused optimization profile {i} "
@@ -108,12 +111,16 @@ def build_plan(backend: TensorRTBackend, model: Path, profile: Profile, opts: di
     config: trt.IBuilderConfig = builder.create_builder_config()
     configure(mod, config, opts)
     inputs = {}
+    shape_tensors = set()
     for i in range(network.num_inputs):
-        tensor = network.get_input(i)
+        tensor: trt.ITensor = network.get_input(i)
         inputs[tensor.name] = dims(tensor.shape)
-    shapes = profile_shapes(profile, inputs, model=label)
+        if tensor.is_shape_tensor:
+            shape_tensors.add(tensor.name)
+    shapes = profile_shapes(profile, inputs, model=label, shape_tensors=frozenset(shape_tensors))
+    values = profile_values(profile, inputs, frozenset(shape_tensors), model=label)
     copies = int(opts["profile_copies"])
-    add_profiles(mod, builder, config, shapes, copies)
+    add_profiles(mod, builder, config, shapes, values, copies)
     backend.configure_device(config, opts)
     info: dict[str, Any] = {"tensorrt": backend.version(), "inputs": {k: list(v) for k, v in inputs.items()},
                             "layers": network.num_layers, "profiles": copies}
@@ -126,7 +133,7 @@ def build_plan(backend: TensorRTBackend, model: Path, profile: Profile, opts: di
             if legacy == "int8":
                 assert calibration is not None and calibration_cache is not None
                 opt = {name: mid for name, _lo, mid, _hi in shapes}
-                expected = {name: opt.get(name, shape) for name, shape in inputs.items()}
+                expected = {name: opt.get(name, shape) for name, shape in inputs.items() if name not in shape_tensors}
                 feeder = calibration_feeder(calibration, expected, calibration_cache, label=label)
             facts, calibrator = configure_legacy(mod, builder, config, legacy, opts["legacy_calibrator"], shapes,
                                                  feeder)

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
+
 from ...errors import ModeUnsupported, ProfileError
 from ...profiles import Profile, Shape
 
 
-def profile_shapes(profile: Profile, network_inputs: dict[str, tuple[int, ...]], *, model: str) -> list[tuple[str, Shape, Shape, Shape]]:
+def profile_shapes(profile: Profile, network_inputs: dict[str, tuple[int, ...]], *, model: str,
+                   shape_tensors: frozenset[str] = frozenset()) -> list[tuple[str, Shape, Shape, Shape]]:
     """(name, min, opt, max) per network input, for ``IOptimizationProfile.set_shape``.
 
     ``network_inputs`` maps each input to its network shape, -1 for dynamic dims. Inputs with dynamic
-    dims must be in the profile; profile inputs must exist; static dims must agree.
+    dims must be in the profile; profile inputs must exist; static dims must agree. ``shape_tensors`` are
+    left out: the profile gives their values (see ``profile_values``).
     """
     out = []
     for name in profile.opt:
@@ -23,6 +27,8 @@ def profile_shapes(profile: Profile, network_inputs: dict[str, tuple[int, ...]],
             raise ProfileError(f"model {model!r}: profile {profile.name!r} names input {name!r}, which the network "
                                f"does not have (inputs: {', '.join(network_inputs)})")
     for name, dims in network_inputs.items():
+        if name in shape_tensors:
+            continue
         if name not in profile.opt:
             if any(d < 0 for d in dims):
                 raise ProfileError(f"model {model!r}: input {name!r} has dynamic shape {list(dims)} and no shape "
@@ -33,6 +39,27 @@ def profile_shapes(profile: Profile, network_inputs: dict[str, tuple[int, ...]],
             raise ProfileError(f"model {model!r}: profile {profile.name!r} gives input {name!r} shapes "
                                f"{'x'.join(map(str, lo))} .. {'x'.join(map(str, hi))}, which do not fit the network's "
                                f"{list(dims)}")
+        out.append((name, lo, mid, hi))
+    return out
+
+
+def profile_values(profile: Profile, network_inputs: dict[str, tuple[int, ...]], shape_tensors: frozenset[str], *,
+                   model: str) -> list[tuple[str, Shape, Shape, Shape]]:
+    """(name, min, opt, max) *values* per shape-tensor input, for ``IOptimizationProfile.set_shape_input``.
+
+    A shape tensor's values decide other tensors' shapes, so TensorRT needs their range, not its (static)
+    shape; as in trtexec, the profile's entry for a shape tensor gives its values (``s:1x8`` is [1, 8]).
+    """
+    out = []
+    for name in sorted(shape_tensors):
+        size = int(np.prod(network_inputs[name], dtype=np.int64))
+        if name not in profile.opt:
+            raise ProfileError(f"model {model!r}: input {name!r} is a shape tensor: profile {profile.name!r} must give "
+                               f"the range of its {size} value(s), as trtexec does (e.g. {name}:1x8)")
+        lo, mid, hi = profile.min[name], profile.opt[name], profile.max[name]
+        if not len(lo) == len(mid) == len(hi) == size:
+            raise ProfileError(f"model {model!r}: profile {profile.name!r} gives shape tensor {name!r} "
+                               f"{len(mid)} value(s); it holds {size}")
         out.append((name, lo, mid, hi))
     return out
 
