@@ -102,3 +102,22 @@ def test_cases_that_need_a_gpu_or_full_tensorrt_skip_naming_what_is_missing(proj
     assert "tensorrt_rtx: the TensorRT-RTX runtime needs an NVIDIA GPU" in out
     assert "tensorrt: tensorrt cannot be imported" in out
     assert "has no weak typing" in out
+
+
+def test_on_a_hopper_gpu_the_real_target_list_makes_its_cases_skip(tmp_path, monkeypatch):
+    """The H100 / H200 (SM 9.0) is not among the compute capabilities the real TensorRT-RTX module names, so
+    its cases skip with that reason instead of failing the build (the GPU is faked; the module is real)."""
+    from harness import cuda
+    from harness.backends.tensorrt import TensorRTRtxBackend
+
+    monkeypatch.setattr(cuda, "unavailable", lambda: None)
+    monkeypatch.setattr(cuda, "device_properties",
+                        lambda index=0: {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"})
+    backend = TensorRTRtxBackend()
+    targets = backend.supported_targets()
+    assert "SM90" not in targets and {"SM75", "SM86", "SM89", "SM120"} <= set(targets)
+    assert backend.unavailable() == (f"TensorRT-RTX {backend.version()} does not support this GPU, NVIDIA H100 80GB "
+                                     f"HBM3 (compute capability 9.0); it supports {', '.join(targets)}")
+    spec = load_registry(FIXTURES / "models.toml").models["ranker"]
+    with pytest.raises(ModeUnsupported, match="does not support this GPU"):
+        backend.build(spec.path, spec.profiles["dynamic"], Cache(tmp_path), label="r/h100", model_hash="x")

@@ -2,7 +2,8 @@
 
 Their shape is still unknown (-1) once every input shape is set, so no buffer can be bound in advance.
 TensorRT asks an ``IOutputAllocator`` for device memory during ``execute_async_v3`` and tells it the
-shape (``reallocate_output``, ``notify_shape``), as in Polygraphy's runner and trtexec. The allocator keeps
+shape (``reallocate_output_async``, which TensorRT 10 prefers to the deprecated ``reallocate_output``,
+and ``notify_shape``), as in Polygraphy's runner and trtexec. The allocator keeps
 one device buffer per output, grown when a run needs more, and the runner copies what the run wrote to a
 pinned host buffer of the notified shape. TensorRT swallows exceptions raised in these callbacks (its
 trampolines are ``noexcept``): the allocator records them and the runner raises them after the run.
@@ -41,6 +42,11 @@ def make_output_allocator(mod: Any, what: str) -> Any:
             except Exception as exc:  # TensorRT would swallow it: keep it for the runner to raise
                 self.errors.append(f"output {tensor_name!r}: allocating {size} bytes failed: {exc}")
                 return 0
+
+        def reallocate_output_async(self, tensor_name: str, memory: int, size: int, alignment: int,
+                                    stream: int) -> int:
+            # the memory is the runner's, allocated outside the stream's work; no stream-ordered allocation
+            return self.reallocate_output(tensor_name, memory, size, alignment)
 
         def notify_shape(self, tensor_name: str, shape: Any) -> None:
             self.shapes[tensor_name] = dims(shape)

@@ -18,7 +18,7 @@ from .world import World
 CALLBACKS = {
     "ILogger": ["log"],
     "IProgressMonitor": ["phase_start", "step_complete", "phase_finish"],
-    "IOutputAllocator": ["reallocate_output", "notify_shape"],
+    "IOutputAllocator": ["reallocate_output", "reallocate_output_async", "notify_shape"],
     "IInt8EntropyCalibrator2": ["get_batch_size", "get_batch", "read_calibration_cache", "write_calibration_cache"],
     "IInt8MinMaxCalibrator": ["get_batch_size", "get_batch", "read_calibration_cache", "write_calibration_cache"],
 }

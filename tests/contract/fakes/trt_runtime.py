@@ -188,14 +188,14 @@ class IExecutionContext:
             self._error("enqueueV3: the engine has data-dependent control flow, which cannot be captured into a "
                         "CUDA graph (operation not permitted when stream is capturing)")
             return False
-        work = self._work()
+        work = self._work(stream_handle)
         if stream.capturing is not None:
             stream.capturing.append(work)
         else:
             work()
         return True
 
-    def _work(self) -> Any:
+    def _work(self, stream_handle: int) -> Any:
         """The kernels of one run, bound to the addresses as they are now (what a graph captures)."""
         engine, addresses, shapes = self._engine, dict(self._addresses), dict(self._shapes)
         first = next((n for n in engine._inputs if not engine._io[n].get("shape_tensor")), None)
@@ -209,7 +209,12 @@ class IExecutionContext:
                     shape = tuple(self._world.dds_rows if d == -1 else d for d in shape)
                     nbytes = int(np.prod(shape)) * dtype.itemsize
                     allocator = self._allocators[name]
-                    ptr = allocator.reallocate_output(name, addresses.get(name, 0), nbytes, 256)
+                    # TensorRT's trampoline calls reallocate_output_async where Python overrides it, else the
+                    # deprecated reallocate_output
+                    if "reallocate_output_async" in dir(type(allocator)):
+                        ptr = allocator.reallocate_output_async(name, 0, nbytes, 256, stream_handle)
+                    else:
+                        ptr = allocator.reallocate_output(name, 0, nbytes, 256)
                     if not ptr:
                         self._error(f"output allocator gave no memory for {name}")
                         return
