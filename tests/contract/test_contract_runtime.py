@@ -171,7 +171,7 @@ def test_an_rtx_context_that_cannot_be_captured_is_refused_before_capturing(worl
 def test_data_dependent_outputs_come_through_an_output_allocator(world, backend, cache, tmp_path):
     engine = engine_for(backend, cache, models.nonzero(tmp_path / "nz.onnx"))
     with engine.runner() as runner:
-        for rows in (3, 5):
+        for rows in (3, 0, 5):  # 0: NonZero found nothing
             world.dds_rows = rows
             out = runner.infer({"x": X4})
             np.testing.assert_array_equal(out["idx"], np.arange(2 * rows).reshape(2, rows))
@@ -183,6 +183,13 @@ def test_data_dependent_outputs_come_through_an_output_allocator(world, backend,
     with engine.runner(RunnerOptions(cuda_graph=True)) as runner:
         with pytest.raises(ModeUnsupported, match="output\\(s\\) idx have data-dependent shapes"):
             runner.prepare({"x": X4})
+    assert released(world, engine)
+    world.reached.clear()
+    world.dds_rows = 3
+    world.fail("cuda.DeviceBuffer", 3)  # x's, y's, then the allocator's for idx
+    with engine.runner() as runner, pytest.raises(HarnessError, match=r"(?s)execute_async_v3 failed:.*gave no memory "
+                                                                       r"for idx.*output 'idx': allocating 48 bytes failed"):
+        runner.infer({"x": X4})
     assert released(world, engine)
 
 

@@ -51,12 +51,20 @@ def make_output_allocator(mod: Any, what: str) -> Any:
         def notify_shape(self, tensor_name: str, shape: Any) -> None:
             self.shapes[tensor_name] = dims(shape)
 
-        def check(self, names: list[str]) -> None:
-            """After a run: every data-dependent output was allocated and given a shape, without error."""
+        def take_errors(self) -> list[str]:
             errors, self.errors = self.errors, []
-            missing = [n for n in names if n not in self.buffers or n not in self.shapes]
-            if errors or missing:
-                problems = errors + [f"output {n!r}: TensorRT allocated or shaped nothing" for n in missing]
+            return errors
+
+        def check(self, names: list[str]) -> None:
+            """After a run: every data-dependent output was given a shape (and memory, unless it is empty),
+            without error."""
+            problems = self.take_errors()
+            for n in names:
+                if n not in self.shapes:
+                    problems.append(f"output {n!r}: TensorRT notified no shape")
+                elif n not in self.buffers and np.prod(self.shapes[n], dtype=np.int64) > 0:
+                    problems.append(f"output {n!r}: TensorRT allocated no memory for shape {list(self.shapes[n])}")
+            if problems:
                 raise HarnessError(f"{what}: data-dependent output(s) failed: " + "; ".join(problems))
 
         def close(self) -> None:
@@ -74,13 +82,15 @@ class HostMirror:
         self.dtype = np.dtype(dtype)
         self.host: cuda.PinnedBuffer | None = None
 
-    def download(self, src: cuda.DeviceBuffer, shape: tuple[int, ...], stream: cuda.Stream) -> None:
+    def download(self, src: cuda.DeviceBuffer | None, shape: tuple[int, ...], stream: cuda.Stream) -> None:
         if self.host is None or self.host.shape != tuple(shape):
             self.close()
             self.host = cuda.PinnedBuffer(shape, self.dtype)
-        if self.host.nbytes > src.nbytes:
-            raise HarnessError(f"output of shape {list(shape)} needs {self.host.nbytes} bytes, TensorRT wrote "
-                               f"{src.nbytes}")
+        if self.host.nbytes == 0:
+            return  # an empty output (NonZero found nothing): nothing to copy, maybe nothing allocated
+        if src is None or self.host.nbytes > src.nbytes:
+            raise HarnessError(f"output of shape {list(shape)} needs {self.host.nbytes} bytes, TensorRT allocated "
+                               f"{0 if src is None else src.nbytes}")
         cuda.copy_to_host(self.host, src, stream)
 
     def array(self) -> np.ndarray:

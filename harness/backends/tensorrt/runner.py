@@ -176,7 +176,10 @@ class TrtRunner(GpuRunner):
 
     def _enqueue(self) -> None:
         if not self._ctx().execute_async_v3(self.stream.ptr):
-            raise HarnessError(self._failure("execute_async_v3"))
+            message = self._failure("execute_async_v3")
+            if self._allocator is not None:  # what the output allocator could not do, TensorRT never says
+                message += "".join(f"\n  {e}" for e in self._allocator.take_errors())
+            raise HarnessError(message)
         if self._dds:
             self._allocator.check(self._dds)
 
@@ -217,7 +220,7 @@ class TrtRunner(GpuRunner):
     def _download_outputs(self) -> None:
         super()._download_outputs()
         for name, mirror in self._mirrors.items():
-            mirror.download(self._allocator.buffers[name], self._allocator.shapes[name], self.stream)
+            mirror.download(self._allocator.buffers.get(name), self._allocator.shapes[name], self.stream)
 
     def fetch_outputs(self) -> dict[str, np.ndarray]:
         self._download_outputs()

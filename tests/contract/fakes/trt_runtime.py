@@ -191,9 +191,8 @@ class IExecutionContext:
         work = self._work(stream_handle)
         if stream.capturing is not None:
             stream.capturing.append(work)
-        else:
-            work()
-        return True
+            return True
+        return work()
 
     def _work(self, stream_handle: int) -> Any:
         """The kernels of one run, bound to the addresses as they are now (what a graph captures)."""
@@ -201,7 +200,7 @@ class IExecutionContext:
         first = next((n for n in engine._inputs if not engine._io[n].get("shape_tensor")), None)
         outputs = [(n, self._shape(n)) for n in engine._names if n not in engine._inputs]
 
-        def run() -> None:
+        def run() -> bool:
             src = _view(addresses[first], shapes[first], NUMPY[engine._io[first]["dtype"]]).ravel()
             for name, shape in outputs:
                 dtype = np.dtype(NUMPY[engine._io[name]["dtype"]])
@@ -209,6 +208,9 @@ class IExecutionContext:
                     shape = tuple(self._world.dds_rows if d == -1 else d for d in shape)
                     nbytes = int(np.prod(shape)) * dtype.itemsize
                     allocator = self._allocators[name]
+                    if not nbytes:  # nothing to write: whether TensorRT asks for memory then is not promised
+                        allocator.notify_shape(name, Dims(shape))
+                        continue
                     # TensorRT's trampoline calls reallocate_output_async where Python overrides it, else the
                     # deprecated reallocate_output
                     if "reallocate_output_async" in dir(type(allocator)):
@@ -217,11 +219,12 @@ class IExecutionContext:
                         ptr = allocator.reallocate_output(name, 0, nbytes, 256)
                     if not ptr:
                         self._error(f"output allocator gave no memory for {name}")
-                        return
+                        return False
                     allocator.notify_shape(name, Dims(shape))
                     _view(ptr, shape, dtype)[...] = np.arange(int(np.prod(shape))).reshape(shape).astype(dtype)
                     continue
                 out = _view(addresses[name], tuple(shape), dtype).reshape(-1)
                 out[...] = (2 * np.resize(src, out.size)).astype(dtype)
+            return True
 
         return run
