@@ -121,6 +121,7 @@ class Cache:
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.on_event = on_event
         self.stats = CacheStats()
+        self._discarded: set[str] = set()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -148,7 +149,8 @@ class Cache:
             entry, problem = self._load(kind, label, key, folder, filename)
             if entry is not None:
                 return self._event(entry)
-            outcome = "built"
+            outcome = "rebuilt" if key in self._discarded else "built"
+            self._discarded.discard(key)
             if problem and problem != "missing":
                 outcome = "rebuilt"
                 if problem != "rebuild requested":
@@ -156,6 +158,23 @@ class Cache:
                                   stacklevel=2)
             entry = self._build(kind, label, key, parts, folder, filename, build, outcome)
         return self._event(entry)
+
+    def discard(self, entry: Entry, problem: str) -> None:
+        """Remove an entry found unusable only once used (a plan the library will not deserialize), with a
+        warning; the next ``get_or_build`` of its key rebuilds it. An entry another process has already
+        replaced (its checksum differs) is left alone."""
+        folder = entry.path.parent
+        with FileLock(str(folder) + ".lock"):
+            try:
+                current = json.loads((folder / SIDECAR).read_text()).get("sha256")
+            except (OSError, ValueError):
+                current = None
+            if current == entry.meta.get("sha256"):
+                trash = folder.parent / f".trash-{folder.name}-{uuid.uuid4().hex[:6]}"
+                os.replace(folder, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+        self._discarded.add(entry.key)
+        warnings.warn(CacheWarning(f"cache entry {folder} is unusable ({problem}); rebuilding it"), stacklevel=2)
 
     def _load(self, kind: str, label: str, key: str, folder: Path, filename: str) -> tuple[Entry | None, str]:
         side = folder / SIDECAR

@@ -3,18 +3,28 @@
 Device and pinned host buffers, streams, events, asynchronous copies and graph capture, for every GPU
 backend (ONNX Runtime CUDA and TensorRT use this same code). Nothing else in the harness imports CUDA.
 Every call's status is checked; a failure raises :class:`CudaError` naming the call and CUDA's message.
+
+It needs cuda-python 12.9.1 or newer (``cuda-bindings`` 12.9.1 / 13.x): ``cuda.bindings`` arrived in
+12.6.1, and only from 12.9.1 on do the bindings release the GIL while CUDA works, so that a thread
+waiting on its stream or event lets the others run (the thread-pool mode would silently serialize
+otherwise); 12.9.1 also deprecated ``int(handle)`` in favour of ``get_cuda_native_handle``. An older
+install makes the GPU backends unavailable, saying so.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import re
 from collections.abc import Callable
+from importlib import metadata
 from typing import Any
 
 import numpy as np
 
 from .errors import HarnessError
+
+MIN_BINDINGS = (12, 9, 1)
 
 
 class CudaError(HarnessError):
@@ -28,12 +38,41 @@ def _rt() -> Any:
     return runtime
 
 
+@functools.cache
+def _native_handle() -> Callable[[Any], int]:
+    from cuda.bindings.utils import get_cuda_native_handle
+
+    return get_cuda_native_handle
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
+
+
+def bindings_problem() -> str | None:
+    """Why the installed cuda-python cannot serve the harness (None when it can)."""
+    want = ".".join(map(str, MIN_BINDINGS))
+    try:
+        import cuda.bindings as bindings
+    except ImportError:
+        try:
+            have = metadata.version("cuda-python")
+        except metadata.PackageNotFoundError:
+            return f"cuda-python is not installed (pip install 'cuda-python>={want}')"
+        return f"cuda-python {have} has no cuda.bindings (added in 12.6.1); the harness needs cuda-python >= {want}"
+    version = str(getattr(bindings, "__version__", "0"))
+    if _version(version) < MIN_BINDINGS:
+        return (f"cuda-bindings {version} holds the GIL while it waits for the GPU (stream and event synchronize), "
+                f"which would serialize the thread-pool mode; the harness needs cuda-python >= {want}")
+    return None
+
+
 def unavailable() -> str | None:
     """Why CUDA cannot be used here (None when a device is usable)."""
-    try:
-        rt = _rt()
-    except ImportError:
-        return "cuda-python is not installed (pip install cuda-python)"
+    problem = bindings_problem()
+    if problem:
+        return problem
+    rt = _rt()
     err, count = rt.cudaGetDeviceCount()
     if err != rt.cudaError_t.cudaSuccess:
         return f"no usable CUDA device ({_message(err)})"
@@ -85,7 +124,7 @@ class Stream:
     @property
     def ptr(self) -> int:
         """The cudaStream_t as an integer (what ONNX Runtime and TensorRT take)."""
-        return int(self.handle)
+        return int(_native_handle()(self.handle))
 
     def synchronize(self) -> None:
         check(_rt().cudaStreamSynchronize(self.handle), "cudaStreamSynchronize")
@@ -166,8 +205,22 @@ def copy_device_to_device(dst: DeviceBuffer, src: DeviceBuffer, stream: Stream, 
           "cudaMemcpyAsync(device to device)")
 
 
+def _abandon_capture(stream: Stream) -> None:
+    """End a capture whose work failed to enqueue, as trtexec does: an invalidated capture returns no graph,
+    another returns one that must not be used (destroyed here); CUDA's error is then cleared so that the
+    stream stays usable. Statuses are not raised: the enqueue's own error is the one that matters."""
+    rt = _rt()
+    err, graph = rt.cudaStreamEndCapture(stream.handle)
+    if err == rt.cudaError_t.cudaSuccess and graph is not None:
+        rt.cudaGraphDestroy(graph)
+    rt.cudaGetLastError()
+
+
 class Graph:
-    """A CUDA graph captured from the work ``enqueue`` puts on a stream, replayed with one launch."""
+    """A CUDA graph captured from the work ``enqueue`` puts on a stream, replayed with one launch.
+
+    When ``enqueue`` fails during the capture, the capture is ended and the enqueue's own exception
+    propagates (not the capture's CUDA error, which would hide the library's message)."""
 
     def __init__(self, stream: Stream, enqueue: Callable[[], None]):
         rt = _rt()
@@ -176,11 +229,15 @@ class Graph:
               "cudaStreamBeginCapture")
         try:
             enqueue()
-        finally:
-            # always end the capture, so that a failed enqueue leaves the stream usable
-            graph = check(rt.cudaStreamEndCapture(stream.handle), "cudaStreamEndCapture")
-        self._graph = graph
-        self._exec = check(rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+        except BaseException:
+            _abandon_capture(stream)
+            raise
+        self._graph = check(rt.cudaStreamEndCapture(stream.handle), "cudaStreamEndCapture")
+        try:
+            self._exec = check(rt.cudaGraphInstantiate(self._graph, 0), "cudaGraphInstantiate")
+        except BaseException:
+            self.close()
+            raise
 
     def launch(self, stream: Stream) -> None:
         check(_rt().cudaGraphLaunch(self._exec, stream.handle), "cudaGraphLaunch")

@@ -131,7 +131,8 @@ class Backend(ABC):
         return None
 
     def perf_build_options(self, mode: str, concurrency: int) -> dict[str, Any]:
-        """Build options a perf mode needs (TensorRT: one optimization profile per concurrent context)."""
+        """Build options a perf mode needs (none so far: TensorRT's contexts share one optimization profile, so
+        every mode times the engine the accuracy gates build)."""
         return {}
 
     def runner_threads(self, mode: str, runners: int) -> int | None:

@@ -23,12 +23,21 @@ class GpuRunner(Runner):
 
     def __init__(self) -> None:
         cuda.set_device(0)
-        self.stream = cuda.Stream()
-        self._start, self._end = cuda.Event(), cuda.Event()
         self._inputs: dict[str, cuda.TensorBuffers] = {}
         self._outputs: dict[str, cuda.TensorBuffers] = {}
         self._resident = True
         self._last_gpu: float | None = None
+        made: list[cuda.Stream | cuda.Event] = []
+        try:
+            self.stream = cuda.Stream()
+            made.append(self.stream)
+            self._start = cuda.Event()
+            made.append(self._start)
+            self._end = cuda.Event()
+        except BaseException:
+            for handle in reversed(made):  # a runner that could not be made holds nothing
+                handle.close()
+            raise
 
     @abstractmethod
     def _stage(self, feeds: Mapping[str, np.ndarray]) -> None:
@@ -101,7 +110,16 @@ class GpuRunner(Runner):
 
     def close(self) -> None:
         """Free the buffers, then the events and the stream (subclasses release their session or context
-        first)."""
-        self._free_buffers()
+        first). Every handle is released even when one fails; the first failure is raised afterwards."""
+        first: BaseException | None = None
+        try:
+            self._free_buffers()
+        except Exception as exc:
+            first = exc
         for handle in (self._start, self._end, self.stream):
-            handle.close()
+            try:
+                handle.close()
+            except Exception as exc:
+                first = first or exc
+        if first is not None:
+            raise first

@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from harness.backends import get_backend
-from harness.backends.tensorrt_support import numpy_dtype
+from harness.backends.tensorrt.tensors import numpy_dtype
 from harness.cache import Cache
 from harness.errors import BuildError, ModeUnsupported
 from harness.profiles import Profile
@@ -40,6 +40,8 @@ def test_engines_are_built_on_the_cpu_cached_and_hit_on_a_second_run(project):
     assert len(plans) == 12
     side = json.loads((plans[0].parent / "entry.json").read_text())
     assert side["parts"]["version"] == rtx.version() and side["parts"]["targets"]
+    # the wheels' CUDA major is part of the key: the same version is published for CUDA 12 and 13
+    assert side["parts"]["cuda_wheel"] in ("cu12", "cu13") and side["parts"]["module"] == rtx.module().__name__
     assert side["info"]["build_phases"], "the progress monitor saw TensorRT's build phases"
 
 
@@ -100,3 +102,22 @@ def test_cases_that_need_a_gpu_or_full_tensorrt_skip_naming_what_is_missing(proj
     assert "tensorrt_rtx: the TensorRT-RTX runtime needs an NVIDIA GPU" in out
     assert "tensorrt: tensorrt cannot be imported" in out
     assert "has no weak typing" in out
+
+
+def test_on_a_hopper_gpu_the_real_target_list_makes_its_cases_skip(tmp_path, monkeypatch):
+    """The H100 / H200 (SM 9.0) is not among the compute capabilities the real TensorRT-RTX module names, so
+    its cases skip with that reason instead of failing the build (the GPU is faked; the module is real)."""
+    from harness import cuda
+    from harness.backends.tensorrt import TensorRTRtxBackend
+
+    monkeypatch.setattr(cuda, "unavailable", lambda: None)
+    monkeypatch.setattr(cuda, "device_properties",
+                        lambda index=0: {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"})
+    backend = TensorRTRtxBackend()
+    targets = backend.supported_targets()
+    assert "SM90" not in targets and {"SM75", "SM86", "SM89", "SM120"} <= set(targets)
+    assert backend.unavailable() == (f"TensorRT-RTX {backend.version()} does not support this GPU, NVIDIA H100 80GB "
+                                     f"HBM3 (compute capability 9.0); it supports {', '.join(targets)}")
+    spec = load_registry(FIXTURES / "models.toml").models["ranker"]
+    with pytest.raises(ModeUnsupported, match="does not support this GPU"):
+        backend.build(spec.path, spec.profiles["dynamic"], Cache(tmp_path), label="r/h100", model_hash="x")

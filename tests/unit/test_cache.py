@@ -187,3 +187,23 @@ def test_concurrent_processes_build_an_entry_exactly_once(tmp_path):
         outcomes = pool.map(_slow_build, [(str(tmp_path), i) for i in range(4)])
     assert sorted(outcomes) == ["built", "hit", "hit", "hit"]
     assert len(Cache(tmp_path).builds()) == 1
+
+
+def test_an_entry_found_unusable_once_used_is_discarded_and_rebuilt(tmp_path):
+    """A plan the library will not deserialize passes every check the cache makes: its user discards it."""
+    cache = Cache(tmp_path)
+
+    def writer(data):
+        def build(path):
+            path.write_bytes(data)
+        return build
+
+    first = cache.get_or_build("engines", "m/b/r-p", {"k": 1}, "plan", writer(b"old"))
+    with pytest.warns(CacheWarning, match=r"is unusable \(will not deserialize\); rebuilding it"):
+        cache.discard(first, "will not deserialize")
+    assert not first.path.exists()
+    again = cache.get_or_build("engines", "m/b/r-p", {"k": 1}, "plan", writer(b"new"))
+    assert again.outcome == "rebuilt" and again.path.read_bytes() == b"new" and cache.stats.rebuilt == 1
+    with pytest.warns(CacheWarning):  # a stale handle (another process rebuilt it already) removes nothing
+        cache.discard(first, "will not deserialize")
+    assert again.path.read_bytes() == b"new"

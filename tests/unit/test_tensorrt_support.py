@@ -9,16 +9,10 @@ import pytest
 from onnx import TensorProto, helper
 
 from harness.backends.tensorrt import check_options
-from harness.backends.tensorrt_support import (
-    CalibrationFeeder,
-    ParseError,
-    ProfileSlots,
-    buffer_nbytes,
-    distinct_dim_names,
-    numpy_dtype,
-    parse_error_message,
-    profile_shapes,
-)
+from harness.backends.tensorrt.calibrator import CalibrationFeeder
+from harness.backends.tensorrt.network import ParseError, distinct_dim_names, parse_error_message
+from harness.backends.tensorrt.profiles import ProfileSlots, profile_shapes
+from harness.backends.tensorrt.tensors import buffer_nbytes, numpy_dtype
 from harness.errors import BuildError, ModeUnsupported, ProfileError
 from harness.profiles import Profile
 
@@ -48,7 +42,7 @@ def test_dtype_mapping_and_buffer_sizes():
         numpy_dtype("BF16", "y")
     assert buffer_nbytes((8, 3, 224, 224), np.float16, "x") == 8 * 3 * 224 * 224 * 2
     assert buffer_nbytes((), np.float32, "scalar") == 4
-    with pytest.raises(BuildError, match="tensor 'boxes' still has unknown dimensions"):
+    with pytest.raises(BuildError, match="tensor 'boxes' still has unknown dimensions .* output allocator"):
         buffer_nbytes((-1, 4), np.float32, "boxes")
 
 
@@ -62,11 +56,16 @@ def test_parse_errors_name_the_nodes(tmp_path):
     assert "node #9: unsupported" in msg
 
 
-def test_profile_slots_give_each_context_its_own_profile():
+def test_one_profile_is_shared_by_every_context():
+    slots = ProfileSlots(1, "e.plan")
+    assert [slots.acquire() for _ in range(8)] == [0] * 8 and slots.shared and slots.in_use() == 0
+
+
+def test_profile_copies_give_each_context_its_own_profile():
     slots = ProfileSlots(2, "e.plan")
     a, b = slots.acquire(), slots.acquire()
-    assert {a, b} == {0, 1}
-    with pytest.raises(ModeUnsupported, match="2 optimization profile.*N concurrent contexts need"):
+    assert {a, b} == {0, 1} and not slots.shared
+    with pytest.raises(ModeUnsupported, match=r"built with 2 copies .*profile_copies=2.*all in use"):
         slots.acquire()
     slots.release(a)
     assert slots.acquire() == a
@@ -74,8 +73,11 @@ def test_profile_slots_give_each_context_its_own_profile():
 
 def test_options_are_checked():
     assert check_options(None)["profile_copies"] == 1 and check_options({"opt_level": 5})["opt_level"] == 5
+    # --trt-options gives one target as a string, several as a list (SM86+SM89)
+    assert check_options({"compute_capabilities": "SM86"})["compute_capabilities"] == ["SM86"]
     for bad, problem in (({"opt_levl": 3}, "unknown TensorRT build option"), ({"opt_level": 9}, "0-5"),
-                         ({"legacy_precision": "int4"}, "fp16 or int8"), ({"profile_copies": 0}, ">= 1")):
+                         ({"legacy_precision": "int4"}, "fp16 or int8"), ({"profile_copies": 0}, ">= 1"),
+                         ({"compute_capabilities": ["sm86"]}, "such as SM86")):
         with pytest.raises(BuildError, match=problem):
             check_options(bad)
 

@@ -2,7 +2,7 @@
 
 The stubs (10.13) do not parse as published: parameters named ``in`` (a keyword) and a parameter without a
 default after defaulted ones. The test repairs exactly those two things in a copy, runs mypy on the backend
-with the copy on MYPYPATH, and requires no error in the backend; a deliberately misspelled call in a copy
+with the copy on MYPYPATH, and requires no error in the backend's package; a deliberately misspelled call in a copy
 of the backend must be caught, so the check cannot pass vacuously. docs/tensorrt-api.md lists every
 TensorRT call the backend makes, with the API documentation for each, including those the 10.13 stubs lack.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -20,13 +19,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.contract.api_names import repair_stub_text
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("mypy") is None or importlib.util.find_spec("tensorrt_stubs") is None,
     reason="needs mypy and tensorrt_stubs (pip install mypy; pip install --no-deps tensorrt_stubs)")
 
-BACKEND = ROOT / "harness" / "backends" / "tensorrt.py"
+BACKEND = ROOT / "harness" / "backends" / "tensorrt"  # the package: every module of it
 
 
 def repaired_stubs(dest: Path) -> Path:
@@ -36,10 +36,7 @@ def repaired_stubs(dest: Path) -> Path:
         src = Path(f.locate())
         out = dest / str(f)
         out.parent.mkdir(parents=True, exist_ok=True)
-        text = src.read_text()
-        text = re.sub(r"(\(|, )in: ", r"\1in_: ", text)
-        text = text.replace("power: Weights = None, channel_axis: int)", "power: Weights = None, channel_axis: int = ...)")
-        out.write_text(text)
+        out.write_text(repair_stub_text(src.read_text()))
     return dest
 
 
@@ -63,7 +60,7 @@ def test_the_backend_type_checks_against_the_tensorrt_stubs(stubs):
 def test_a_misspelled_tensorrt_call_is_caught(stubs, tmp_path):
     copy = tmp_path / "proj"
     shutil.copytree(ROOT / "harness", copy / "harness")
-    target = copy / "harness" / "backends" / "tensorrt.py"
-    target.write_text(BACKEND.read_text().replace("builder.create_network(", "builder.create_netwrk(", 1))
-    errors = mypy_errors(target, stubs)
+    builder = copy / "harness" / "backends" / "tensorrt" / "builder.py"
+    builder.write_text(builder.read_text().replace("builder.create_network(", "builder.create_netwrk(", 1))
+    errors = mypy_errors(copy / "harness" / "backends" / "tensorrt", stubs)
     assert any('"Builder" has no attribute "create_netwrk"' in e for e in errors), errors
