@@ -1,8 +1,9 @@
 """The shared check functions behind the gate tests' thin fixtures.
 
 ``check_accuracy`` runs one case end to end (recipe -> engine -> samples -> reference -> metrics ->
-budgets), writes its result row whatever happens, and raises :class:`AccuracyGateFailure` with the numbers
-when a budget does not hold.
+budgets), writes its result row (:class:`harness.rows.AccuracyRow`) whatever happens, and raises
+:class:`AccuracyGateFailure` with the numbers when a budget does not hold. ``check_build`` writes a
+:class:`harness.rows.BuildRow`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .errors import HarnessError, ModeUnsupported
 from .recipes import apply_recipe
 from .reference import reference_outputs
 from .report import REPORT
+from .rows import AccuracyRow, BudgetValue, BuildRow, split_budget_label
 from .session import AccuracyCase, HarnessSession
 
 
@@ -55,14 +57,16 @@ def _finite_or_none(v: float) -> float | None:
 
 
 def verdict_fields(verdict: Verdict) -> dict[str, Any]:
-    return {
-        "budgets": [{"budget": r.budget.label, "output": r.output, "value": _finite_or_none(r.value),
-                     "passed": r.passed} for r in verdict.results],
-        "nonfinite_samples": sum(s.nonfinite_samples for s in verdict.nonfinite.values()),
-    }
+    budgets = []
+    for r in verdict.results:
+        statistic, op, _ = split_budget_label(r.budget.label)
+        budgets.append(BudgetValue(budget=r.budget.label, output=r.output, value=_finite_or_none(r.value),
+                                   passed=r.passed, statistic=statistic, op=op or r.budget.op,
+                                   bound=float(r.budget.bound)))
+    return {"budgets": budgets, "nonfinite_samples": sum(s.nonfinite_samples for s in verdict.nonfinite.values())}
 
 
-def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
+def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> AccuracyRow:
     """Run one accuracy case; return its row, or raise AccuracyGateFailure / HarnessError."""
     __tracebackhide__ = True
     spec = hs.model(case.model)
@@ -73,11 +77,11 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
     backend = get_backend(case.backend)
     # every key field is set before anything can fail, so that an error row and a later good row of the
     # same case replace each other in results.json
-    row: dict[str, Any] = {
-        "type": "accuracy", "id": case.id, "model": spec.name, "backend": backend.name, "recipe": recipe.name,
-        "profile": profile.name, "batch": batch_size_of(spec, profile), "recipe_kind": recipe.kind,
-        "recipe_params": recipe.options, "profile_shapes": profile.describe(), "backend_version": backend.version(),
-    }
+    row = AccuracyRow(
+        id=case.id, model=spec.name, backend=backend.name, recipe=recipe.name, profile=profile.name,
+        batch=batch_size_of(spec, profile), recipe_kind=recipe.kind, recipe_params=recipe.options,
+        profile_shapes=profile.describe(), backend_version=backend.version(),
+    )
     t0 = time.perf_counter()
     try:
         # the samples' shapes are checked against the profile before anything is built or run
@@ -92,11 +96,11 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
         row.update(build_seconds=round(engine.entry.build_seconds, 3), engine_size=engine.entry.size,
                    cache_hit=engine.entry.hit, engine_key=engine.entry.key)
         ref = reference_outputs(hs.cache, spec, samples, device=hs.settings.reference_device)
-        row["setup_seconds"] = round(time.perf_counter() - t0, 3)
+        row.setup_seconds = round(time.perf_counter() - t0, 3)
         budgets = spec.budgets_for(recipe.name, recipe.kind)
         acc = AccuracyAccumulator(spec.outputs, budgets, batch_axes=spec.output_batch_axes)
         with engine.runner() as runner:
-            row["runner"] = runner.describe()
+            row.runner = runner.describe()
             for batch in samples.batches():
                 out = unpad(runner.infer(batch.feeds), batch.count, spec.output_batch_axes)
                 acc.update(out, ref.slice(batch.index, batch.index + batch.count), batch.index)
@@ -112,36 +116,34 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
     verdict = evaluate(summaries, budgets)
     row.update(summary_fields(summaries))
     row.update(verdict_fields(verdict))
-    row["seconds"] = round(time.perf_counter() - t0, 3)
+    row.seconds = round(time.perf_counter() - t0, 3)
     known = spec.known_failures.get(recipe.name)
     if not budgets and verdict.passed:
-        row["status"] = "unbudgeted"
+        row.status = "unbudgeted"
     elif verdict.passed:
-        row["status"] = "pass"
+        row.status = "pass"
     else:
-        row["status"] = "known failure" if known else "fail"
-    if known:
-        row["known_failure"] = known
+        row.status = "known failure" if known else "fail"
+    row.known_failure = known
     message = None
     if not verdict.passed:
         message = failure_message(verdict, summaries, case=case.id, samples=samples.count,
                                   report=str(hs.settings.report_dir / REPORT))
-        row["message"] = message
+        row.message = message
     hs.write_row(row)
     if message:
         raise AccuracyGateFailure(message)
     return row
 
 
-def check_build(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
+def check_build(hs: HarnessSession, case: AccuracyCase) -> BuildRow:
     """Build one case's engine (recipe first), cache it, record what it took; run nothing."""
     spec = hs.model(case.model)
     recipe = hs.recipe(case.recipe)
     profile = spec.profiles[case.profile]
     backend = get_backend(case.backend)
-    row: dict[str, Any] = {"type": "build", "id": case.id, "model": spec.name, "backend": backend.name,
-                           "recipe": recipe.name, "profile": profile.name, "recipe_kind": recipe.kind,
-                           "backend_version": backend.version()}
+    row = BuildRow(id=case.id, model=spec.name, backend=backend.name, recipe=recipe.name, profile=profile.name,
+                   recipe_kind=recipe.kind, backend_version=backend.version())
     try:
         art = apply_recipe(recipe, spec, hs.cache)
         label = f"{spec.name}/{backend.name}/{recipe.name}-{profile.name}"

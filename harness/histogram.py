@@ -83,12 +83,18 @@ class Ratio:
     confidence: float
 
     def beyond(self, threshold: float) -> int:
-        """+1: significantly higher by more than ``threshold`` (relative), -1: lower, 0: neither."""
-        if self.low > 1.0 and self.estimate > 1.0 + threshold:
+        """+1: the whole interval lies above ``1 + threshold`` (higher by more than the threshold, with the
+        interval's confidence), -1: below ``1 / (1 + threshold)``, 0: neither."""
+        if self.low > 1.0 + threshold:
             return 1
-        if self.high < 1.0 and self.estimate < 1.0 / (1.0 + threshold):
+        if self.high < 1.0 / (1.0 + threshold):
             return -1
         return 0
+
+    @property
+    def significant(self) -> bool:
+        """The interval excludes "no change"."""
+        return self.low > 1.0 or self.high < 1.0
 
     def describe(self, word_up: str = "slower", word_down: str = "faster") -> str:
         pct = 100.0 * (self.estimate - 1.0)
