@@ -15,6 +15,7 @@ Exit status: 0 fine, 1 a comparison or change detection found regressions (or mi
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, passthrough)
         return {"report": cmd_report, "compare": cmd_compare, "history": cmd_history, "models": cmd_models,
                 "cache": cmd_cache}[args.cmd](args)
-    except (HarnessError, FileNotFoundError, ValueError) as exc:
+    except (HarnessError, FileNotFoundError, ValueError, sqlite3.Error) as exc:
         print(f"harness {args.cmd}: {exc}", file=sys.stderr)
         return 2
 

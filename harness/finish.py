@@ -3,6 +3,7 @@ append this run to the history database, write REPORT.md, and summarize on the t
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from .environment import environment
@@ -67,6 +68,6 @@ def append_history(hs: HarnessSession) -> str:
     try:
         with History(db, create=True) as h:
             added = h.append(run_rows(hs.settings.report_dir, hs.run_id, problems=[]))
-    except (HistoryError, OSError) as exc:
+    except (HistoryError, OSError, sqlite3.Error) as exc:
         return f"WARNING: history not updated: {exc}"
     return f"history: {sum(added.values())} row(s) of run {hs.run_id} appended to {db}"
