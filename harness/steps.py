@@ -107,23 +107,27 @@ class _Intervals:
                 self.dist[left, left + k] = d
 
 
-def solve_potts(iv: _Intervals, gamma: float) -> list[int]:
-    """The exact minimiser's segment ends (exclusive), by the Bellman recursion over the last segment."""
+def solve_potts(iv: _Intervals, gammas: np.ndarray) -> list[list[int]]:
+    """For each penalty, the exact minimiser's segment ends (exclusive), by the Bellman recursion over the
+    last segment; all penalties in one pass (the recursion is sequential in r, not in gamma)."""
     n = iv.dist.shape[0]
-    best = np.empty(n + 1)
-    best[0] = -gamma
-    start = np.zeros(n, dtype=np.int64)
+    g = np.asarray(gammas, dtype=np.float64)[:, None]
+    best = np.empty((g.shape[0], n + 1))
+    best[:, :1] = -g
+    start = np.zeros((g.shape[0], n), dtype=np.int64)
     for r in range(n):
-        cost = best[: r + 1] + gamma + iv.dist[: r + 1, r]
-        left = r - int(np.argmin(cost[::-1]))  # ties: the longest last segment
-        start[r] = left
-        best[r + 1] = cost[left]
-    ends = []
-    r = n
-    while r > 0:
-        ends.append(r)
-        r = int(start[r - 1])
-    return ends[::-1]
+        cost = best[:, : r + 1] + g + iv.dist[: r + 1, r][None, :]
+        left = r - np.argmin(cost[:, ::-1], axis=1)  # ties: the longest last segment
+        start[:, r] = left
+        best[:, r + 1] = cost[np.arange(g.shape[0]), left]
+    out = []
+    for k in range(g.shape[0]):
+        ends, r = [], n
+        while r > 0:
+            ends.append(r)
+            r = int(start[k, r - 1])
+        out.append(ends[::-1])
+    return out
 
 
 def fit_steps(y: Sequence[float]) -> list[Segment]:
@@ -137,24 +141,17 @@ def fit_steps(y: Sequence[float]) -> list[Segment]:
         return [_segment(iv, v, 0, n)]
     beta = 4 * math.log(n) / n
     gamma0 = float(iv.dist[0, n - 1]) or 1.0
-    best: dict[str, object] = {"obj": math.inf, "ends": [n]}
-
-    def objective(x: float) -> float:
-        ends = solve_potts(iv, gamma0 * math.exp(x))
-        levels = [float(iv.mu[s, e - 1]) for s, e in zip([0, *ends[:-1]], ends)]
-        s = float(np.abs(v - np.repeat(levels, np.diff([0, *ends]))).sum())
+    best_obj, ends = math.inf, [n]
+    for cand in solve_potts(iv, gamma0 * np.exp(np.linspace(math.log(0.1 / n), 0.0, 25))):
+        levels = [float(iv.mu[s, e - 1]) for s, e in zip([0, *cand[:-1]], cand)]
+        resid = float(np.abs(v - np.repeat(levels, np.diff([0, *cand]))).sum())
         if len(levels) > 2:
             sigma0 = 0.1 * min(abs(b - a) for a, b in zip(levels, levels[1:]))
         else:
             sigma0 = 0.001 * min(abs(x) for x in levels)
-        obj = beta * len(ends) + math.log(max(sigma0, 1e-300) + s)
-        if obj < best["obj"]:  # type: ignore[operator]
-            best.update(obj=obj, ends=ends)
-        return obj
-
-    for x in np.linspace(math.log(0.1 / n), 0.0, 25):
-        objective(float(x))
-    ends: list[int] = best["ends"]  # type: ignore[assignment]
+        obj = beta * len(cand) + math.log(max(sigma0, 1e-300) + resid)
+        if obj < best_obj:
+            best_obj, ends = obj, cand
     return [_segment(iv, v, s, e) for s, e in zip([0, *ends[:-1]], ends)]
 
 
