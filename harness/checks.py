@@ -1,8 +1,9 @@
 """The shared check functions behind the gate tests' thin fixtures.
 
 ``check_accuracy`` runs one case end to end (recipe -> engine -> samples -> reference -> metrics ->
-budgets), writes its result row whatever happens, and raises :class:`AccuracyGateFailure` with the numbers
-when a budget does not hold.
+budgets), writes its result row (:class:`harness.rows.AccuracyRow`) whatever happens, and raises
+:class:`AccuracyGateFailure` with the numbers when a budget does not hold. ``check_build`` writes a
+:class:`harness.rows.BuildRow`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .errors import HarnessError, ModeUnsupported
 from .recipes import apply_recipe
 from .reference import reference_outputs, simulated_outputs
 from .report import REPORT
+from .rows import AccuracyRow, BudgetValue, BuildRow, split_budget_label
 from .session import AccuracyCase, HarnessSession
 from .spec import Expectation
 
@@ -79,11 +81,13 @@ def _finite_or_none(v: float) -> float | None:
 
 
 def verdict_fields(verdict: Verdict) -> dict[str, Any]:
-    return {
-        "budgets": [{"budget": r.budget.label, "output": r.output, "value": _finite_or_none(r.value),
-                     "passed": r.passed} for r in verdict.results],
-        "nonfinite_samples": sum(s.nonfinite_samples for s in verdict.nonfinite.values()),
-    }
+    budgets = []
+    for r in verdict.results:
+        statistic, op, _ = split_budget_label(r.budget.label)
+        budgets.append(BudgetValue(budget=r.budget.label, output=r.output, value=_finite_or_none(r.value),
+                                   passed=r.passed, statistic=statistic, op=op or r.budget.op,
+                                   bound=float(r.budget.bound)))
+    return {"budgets": budgets, "nonfinite_samples": sum(s.nonfinite_samples for s in verdict.nonfinite.values())}
 
 
 def case_expectation(hs: HarnessSession, case: AccuracyCase) -> Expectation:
@@ -93,7 +97,7 @@ def case_expectation(hs: HarnessSession, case: AccuracyCase) -> Expectation:
     return hs.model(case.model).expectation(recipe.name, recipe.kind, backend.name, backend.device_words())
 
 
-def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
+def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> AccuracyRow:
     """Run one accuracy case; return its row, or raise AccuracyGateFailure / HarnessError."""
     __tracebackhide__ = True
     spec = hs.model(case.model)
@@ -104,11 +108,11 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
     backend = get_backend(case.backend)
     # every key field is set before anything can fail, so that an error row and a later good row of the
     # same case replace each other in results.json
-    row: dict[str, Any] = {
-        "type": "accuracy", "id": case.id, "model": spec.name, "backend": backend.name, "recipe": recipe.name,
-        "profile": profile.name, "batch": batch_size_of(spec, profile), "recipe_kind": recipe.kind,
-        "recipe_params": recipe.options, "profile_shapes": profile.describe(), "backend_version": backend.version(),
-    }
+    row = AccuracyRow(
+        id=case.id, model=spec.name, backend=backend.name, recipe=recipe.name, profile=profile.name,
+        batch=batch_size_of(spec, profile), recipe_kind=recipe.kind, recipe_params=recipe.options,
+        profile_shapes=profile.describe(), backend_version=backend.version(),
+    )
     t0 = time.perf_counter()
     try:
         # the samples' shapes are checked against the profile before anything is built or run
@@ -123,11 +127,10 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
         row.update(build_seconds=round(engine.entry.build_seconds, 3), engine_size=engine.entry.size,
                    cache_hit=engine.entry.hit, engine_key=engine.entry.key)
         ref = reference_outputs(hs.cache, spec, samples, device=hs.settings.reference_device)
-        row["setup_seconds"] = round(time.perf_counter() - t0, 3)
+        row.setup_seconds = round(time.perf_counter() - t0, 3)
         expect = case_expectation(hs, case)
         budgets = expect.budgets
-        if expect.scopes:
-            row["expectation_scopes"] = list(expect.scopes)
+        row.expectation_scopes = list(expect.scopes)
         acc = AccuracyAccumulator(spec.outputs, budgets, batch_axes=spec.output_batch_axes)
         sim = None
         if recipe.kind == "int8":
@@ -136,7 +139,7 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
             sim_acc = AccuracyAccumulator(spec.outputs, batch_axes=spec.output_batch_axes)
             kernel_acc = AccuracyAccumulator(spec.outputs, batch_axes=spec.output_batch_axes)
         with engine.runner() as runner:
-            row["runner"] = runner.describe()
+            row.runner = runner.describe()
             for batch in samples.batches():
                 out = unpad(runner.infer(batch.feeds), batch.count, spec.output_batch_axes)
                 expected = ref.slice(batch.index, batch.index + batch.count)
@@ -159,30 +162,27 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
     row.update(verdict_fields(verdict))
     notes: list[str] = []
     if sim is not None:
-        row["simulated"] = summary_fields(sim_acc.summary())["metrics"]
-        row["kernel_error"] = summary_fields(kernel_acc.summary())["metrics"]
-        notes += int8_notes(backend.name, backend.device_words(), row["metrics"], row["simulated"],
-                            row["kernel_error"])
-        row["kernel_dominated"] = kernels_dominate(row["simulated"], row["kernel_error"])
-    if notes:
-        row["notes"] = notes
-    row["seconds"] = round(time.perf_counter() - t0, 3)
+        row.simulated = summary_fields(sim_acc.summary())["metrics"]
+        row.kernel_error = summary_fields(kernel_acc.summary())["metrics"]
+        notes += int8_notes(backend.name, backend.device_words(), row.metrics, row.simulated, row.kernel_error)
+        row.kernel_dominated = kernels_dominate(row.simulated, row.kernel_error)
+    row.notes = notes
+    row.seconds = round(time.perf_counter() - t0, 3)
     known = expect.known_failure
     if not budgets and verdict.passed:
-        row["status"] = "unbudgeted"
+        row.status = "unbudgeted"
     elif verdict.passed:
-        row["status"] = "pass"
+        row.status = "pass"
     else:
-        row["status"] = "known failure" if known else "fail"
-    if known:
-        row["known_failure"] = known
+        row.status = "known failure" if known else "fail"
+    row.known_failure = known
     message = None
     if not verdict.passed:
         message = failure_message(verdict, summaries, case=case.id, samples=samples.count,
                                   report=str(hs.settings.report_dir / REPORT))
         if notes:
             message += "".join(f"\n  note: {n}" for n in notes)
-        row["message"] = message
+        row.message = message
     hs.write_row(row)
     if message:
         raise AccuracyGateFailure(message)
@@ -218,15 +218,14 @@ def int8_notes(backend: str, words: set[str], metrics: Mapping[str, Any], simula
     return notes
 
 
-def check_build(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
+def check_build(hs: HarnessSession, case: AccuracyCase) -> BuildRow:
     """Build one case's engine (recipe first), cache it, record what it took; run nothing."""
     spec = hs.model(case.model)
     recipe = hs.recipe(case.recipe)
     profile = spec.profiles[case.profile]
     backend = get_backend(case.backend)
-    row: dict[str, Any] = {"type": "build", "id": case.id, "model": spec.name, "backend": backend.name,
-                           "recipe": recipe.name, "profile": profile.name, "recipe_kind": recipe.kind,
-                           "backend_version": backend.version()}
+    row = BuildRow(id=case.id, model=spec.name, backend=backend.name, recipe=recipe.name, profile=profile.name,
+                   recipe_kind=recipe.kind, backend_version=backend.version())
     try:
         art = apply_recipe(recipe, spec, hs.cache)
         label = f"{spec.name}/{backend.name}/{recipe.name}-{profile.name}"

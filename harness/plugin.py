@@ -4,30 +4,34 @@ Registered through the ``pytest11`` entry point ``harness.plugin`` (and by the r
 the package is used from a checkout without being installed; the shared name keeps it from loading twice).
 
 * options: ``--models``, ``--backends``, ``--recipes``, ``--profiles``, ``--report-dir``, ``--eval-size``,
-  ``--engine-cache``, ``--rebuild-engines``, ``--baseline`` and the ``--perf-*`` sweep, each settable in
-  ``[tool.pytest.ini_options]`` as ``harness_<name>``;
+  ``--engine-cache``, ``--rebuild-engines``, ``--baseline``, ``--history`` and the ``--perf-*`` sweep, each
+  settable in ``[tool.pytest.ini_options]`` as ``harness_<name>``;
 * markers ``accuracy``, ``perf``, ``gpu``, ``tensorrt``, added to generated cases, which are skipped with
   the reason when their backend, device or model is missing;
 * rows: each process writes its own JSONL; the controller merges them into ``results.json`` and
-  ``REPORT.md`` at the end and prints the engine cache's counts.
+  ``REPORT.md`` at the end (and appends them to the ``--history`` database) and prints the engine cache's
+  counts; each test's status and key numbers become its JUnit XML properties (``record_property``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from .cache import default_root
 from .errors import HarnessError, ModeUnsupported
+from .rows import AccuracyRow, BuildRow, PerfRow, junit_properties
 from .session import AccuracyCase, HarnessSession, PerfSettings, Settings, new_run_id
 
 SESSION_KEY = pytest.StashKey[HarnessSession]()
 SUMMARY_KEY = pytest.StashKey[list[str]]()
 GENERATED_KEY = pytest.StashKey[bool]()
+R = TypeVar("R")
 
 # (dest, help, kind, default); kind: str | path | list | int | float | flag | boollist | intlist
 _OPTIONS: list[tuple[str, str, str, Any]] = [
@@ -43,6 +47,7 @@ _OPTIONS: list[tuple[str, str, str, Any]] = [
     ("engine_cache", "engine cache folder (default $HARNESS_CACHE_DIR or .cache/harness)", "path", None),
     ("rebuild_engines", "rebuild every cache entry this run uses, once", "flag", False),
     ("baseline", "results.json to compare this run against in REPORT.md", "path", None),
+    ("history", "SQLite database to append this run's rows to (nightly trends and change points)", "path", None),
     ("reference_device", "where the FP32 reference is computed: cpu (default) or gpu (ORT CUDA, TF32 off)", "str",
      "cpu"),
     ("trt_options", "TensorRT builder options, e.g. opt_level=5,workspace_mb=4096,max_aux_streams=2,tf32=yes,"
@@ -152,8 +157,8 @@ def settings_from_config(config: pytest.Config) -> Settings:
     )
     return Settings(registry=v["registry"], report_dir=v["report_dir"], cache_dir=cache_dir, models=v["models"],
                     backends=v["backends"], recipes=v["recipes"], profiles=v["profiles"], eval_size=v["eval_size"],
-                    rebuild=v["rebuild_engines"], baseline=v["baseline"], reference_device=v["reference_device"],
-                    trt_options=v["trt_options"] or {}, perf=perf)
+                    rebuild=v["rebuild_engines"], baseline=v["baseline"], history=v["history"],
+                    reference_device=v["reference_device"], trt_options=v["trt_options"] or {}, perf=perf)
 
 
 def is_worker(config: pytest.Config) -> bool:
@@ -248,7 +253,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    lines = list(config.stash.get(SUMMARY_KEY, None) or [])
+    found: list[str] = config.stash.get(SUMMARY_KEY, [])
+    lines = list(found)
     hs = config.stash.get(SESSION_KEY, None)
     if hs is not None and _collects_harness_cases(config):
         try:
@@ -276,12 +282,13 @@ def harness_session(request: pytest.FixtureRequest) -> HarnessSession:
 
 
 @pytest.fixture
-def accuracy_check(harness_session: HarnessSession) -> Callable[..., dict[str, Any]]:
+def accuracy_check(harness_session: HarnessSession, record_property: Callable[[str, object], None]
+                   ) -> Callable[..., AccuracyRow]:
     """Check one accuracy case: ``accuracy_check(case)`` or ``accuracy_check(model, backend, recipe, profile)``."""
     from .checks import AccuracyGateFailure, case_expectation, check_accuracy
 
     def check(case: AccuracyCase | str, backend: str = "ort_cpu", recipe: str = "fp32",
-              profile: str | None = None) -> dict[str, Any]:
+              profile: str | None = None) -> AccuracyRow:
         __tracebackhide__ = True
         if isinstance(case, str):
             spec = harness_session.model(case)
@@ -290,45 +297,63 @@ def accuracy_check(harness_session: HarnessSession) -> Callable[..., dict[str, A
             known = case_expectation(harness_session, case).known_failure
         except HarnessError:  # an unknown model or recipe: check_accuracy reports it as the case's failure
             known = None
-        return _outcome(lambda: check_accuracy(harness_session, case), AccuracyGateFailure, known=known)
+        narrowed: AccuracyCase = case  # what the lambda captures: a case, no longer a model name
+        with _properties(harness_session, record_property):
+            return _outcome(lambda: check_accuracy(harness_session, narrowed), AccuracyGateFailure, known=known)
 
     return check
 
 
 @pytest.fixture
-def build_check(harness_session: HarnessSession) -> Callable[[AccuracyCase], dict[str, Any]]:
+def build_check(harness_session: HarnessSession, record_property: Callable[[str, object], None]
+                ) -> Callable[[AccuracyCase], BuildRow]:
     """Build (or find in the cache) one case's engine: ``build_check(case)``."""
     from .checks import check_build
 
-    def check(case: AccuracyCase) -> dict[str, Any]:
+    def check(case: AccuracyCase) -> BuildRow:
         __tracebackhide__ = True
-        return _outcome(lambda: check_build(harness_session, case), AssertionError)
+        with _properties(harness_session, record_property):
+            return _outcome(lambda: check_build(harness_session, case), AssertionError)
 
     return check
 
 
 @pytest.fixture
-def perf_check(harness_session: HarnessSession) -> Callable[[Any], dict[str, Any]]:
+def perf_check(harness_session: HarnessSession, record_property: Callable[[str, object], None]
+               ) -> Callable[[Any], PerfRow]:
     """Time one perf case: ``perf_check(case)``; an unstable run is recorded, and warned about."""
     from .perf import check_perf
 
-    def check(case: Any) -> dict[str, Any]:
+    def check(case: Any) -> PerfRow:
         __tracebackhide__ = True
-        row = _outcome(lambda: check_perf(harness_session, case), AssertionError)
-        if not row.get("stable", True):
+        with _properties(harness_session, record_property):
+            row = _outcome(lambda: check_perf(harness_session, case), AssertionError)
+        if row.stable is False:
             import warnings
 
-            warnings.warn(PerfUnstable(f"{case.id}: unstable: {'; '.join(row['unstable_reasons'])}"), stacklevel=2)
+            warnings.warn(PerfUnstable(f"{case.id}: unstable: {'; '.join(row.unstable_reasons)}"), stacklevel=2)
         return row
 
     return check
+
+
+@contextlib.contextmanager
+def _properties(hs: HarnessSession, record: Callable[[str, object], None]) -> Iterator[None]:
+    """The row's status and key numbers as the test's properties (JUnit XML ``<property>``), pass or fail."""
+    hs.last_row = None
+    try:
+        yield
+    finally:
+        if hs.last_row is not None:
+            for name, value in junit_properties(hs.last_row):
+                record(name, value)
 
 
 class PerfUnstable(UserWarning):
     """A perf measurement did not settle (high CV or drifting throughput); its row is marked unstable."""
 
 
-def _outcome(run: Callable[[], dict[str, Any]], failure: type[BaseException], known: str | None = None) -> dict[str, Any]:
+def _outcome(run: Callable[[], R], failure: type[BaseException], known: str | None = None) -> R:
     """Run a check; turn its failures into a clean pytest failure (the numbers, no traceback) or a skip.
 
     ``known``: the registry says this case is a known failure (and why): its gate failure is an expected

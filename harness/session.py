@@ -21,6 +21,7 @@ from .errors import HarnessError
 from .recipes import Recipe, all_recipes
 from .registry import load_registry
 from .results import ROWS, RowWriter
+from .rows import Row
 from .spec import ModelSpec, Registry, select_models
 
 
@@ -53,6 +54,7 @@ class Settings:
     eval_size: int | None = None
     rebuild: bool = False
     baseline: Path | None = None
+    history: Path | None = None  # SQLite database each run's rows are appended to
     reference_device: str = "cpu"
     trt_options: dict[str, Any] = field(default_factory=dict)  # builder options for tensorrt / tensorrt_rtx
     perf: PerfSettings = field(default_factory=PerfSettings)
@@ -84,6 +86,7 @@ class HarnessSession:
         self.worker = worker
         self._writer: RowWriter | None = None
         self._events: RowWriter | None = None
+        self.last_row: Row | None = None  # the row written last (its numbers become JUnit properties)
         unknown = [b for b in settings.backends if b not in BACKENDS and b != AUTO]
         if unknown:
             raise HarnessError(f"--backends names unknown backend(s) {', '.join(unknown)}; known: {', '.join(BACKENDS)}")
@@ -107,14 +110,16 @@ class HarnessSession:
     def rows_dir(self) -> Path:
         return self.settings.report_dir / ROWS / self.run_id
 
-    def write_row(self, row: dict[str, Any]) -> None:
+    def write_row(self, row: Row) -> None:
+        """Stamp the row with this run, worker, time and machine, and append it to this process's file."""
         if self._writer is None:
             self._writer = RowWriter(self.rows_dir / f"{self.worker}.jsonl")
-        row.setdefault("run_id", self.run_id)
-        row.setdefault("worker", self.worker)
-        row.setdefault("time", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        row.setdefault("env", environment())
-        self._writer.write(row)
+        row.run_id = row.run_id or self.run_id
+        row.worker = row.worker or self.worker
+        row.time = row.time or time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        row.env = row.env or environment()
+        self._writer.write(row.to_dict())
+        self.last_row = row
 
     def _cache_event(self, event: dict[str, Any]) -> None:
         if self._events is None:

@@ -19,6 +19,8 @@ def test_the_perf_sweep_writes_rows_and_the_report_tables(project):
         assert r["latency_ms"]["p50"] <= r["latency_ms"]["p99"] <= r["latency_ms"]["max"]
         assert r["env"]["cores"] >= 1 and r["resources"]["rss_peak_mb"] > 0
         assert r["threads_per_runner"] >= 1 and isinstance(r["stable"], bool)
+        # every iteration's latency, kept as a histogram for compare's test: as many as were timed
+        assert sum(n for _, n in r["latency_hist"]["bins"]) == r["iterations"] and r["schema"] == 2
     report = project.report()
     assert "## Throughput and latency" in report and "## Which configuration wins" in report
     assert "![ranker throughput](plots/ranker-throughput.png)" in report
