@@ -17,8 +17,8 @@ resident inputs, CUDA graphs). The comparison fails (``python -m harness compare
 * a **missing case**: in the baseline but absent from the candidate, or skipped there (``allow_missing``
   accepts them).
 
-A perf row measured unstable on either side is **inconclusive**: listed, never a regression nor an
-improvement. The bootstrap treats a run's iterations as independent, which they are not quite (a slow phase
+A perf row measured unstable, or on a throttled GPU or an overloaded host (``state_flags``), on either side
+is **inconclusive**: listed, never a regression nor an improvement. The bootstrap treats a run's iterations as independent, which they are not quite (a slow phase
 lasts), so its interval is narrower than the run-to-run noise: asking the whole interval to clear the
 threshold is what keeps a busy machine's wobble (a p99 "33 % slower, CI +0.4 % to +320 %" between two runs
 of the same build) from failing a build.
@@ -176,10 +176,12 @@ def _verdict(ratio: Ratio, threshold: float) -> str | None:
 def perf_changes(b: PerfRow, r: PerfRow, th: Thresholds) -> list[Change]:
     p50 = (b.latency_ms.get("p50"), r.latency_ms.get("p50"))
     unstable = [(side, row) for side, row in (("baseline", b), ("candidate", r))
-                if row.status == "unstable" or row.stable is False]
+                if row.status == "unstable" or row.stable is False or row.state_flags]
     if unstable:
         # the first reason of each side says enough; the rows hold them all
-        why = "; ".join(f"{side} unstable: {(row.unstable_reasons or ['marked so'])[0]}" for side, row in unstable)
+        why = "; ".join(f"{side} unstable: {(row.unstable_reasons or ['marked so'])[0]}"
+                        if row.status == "unstable" or row.stable is False else f"{side} {row.state_flags[0]}"
+                        for side, row in unstable)
         return [Change(r.label, "p50 ms", p50[0], p50[1], "inconclusive", why)]
     hb, hr = _hist(b), _hist(r)
     rate = ""

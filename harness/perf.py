@@ -9,11 +9,17 @@ Each mode is a small class over the Runner interface (``Mode.measure(runners, po
 ``threadpool``   N host threads, each owning one runner and running it back to back.
 
 Parameters: batch size, N, inputs resident on the device or copied in every iteration, CUDA graphs on or
-off where the backend has them. On the CPU the cores are split between runners (N x threads <= cores, and
+off where the backend has them, and on a GPU how the host waits for it (``sync``: spin or block). On the CPU the cores are split between runners (N x threads <= cores, and
 at least 2 threads for a session serving ``run_async``); the split is recorded in every row. A mode the
 backend cannot do raises ModeUnsupported and the test is skipped with the reason. A runner that raises
 anything else stops its mode at once, in warm-up as in measurement, with :class:`RunnerFailed` naming the
 mode, the runner and the phase ("threadpool runner 2 of 4 failed during warm-up: ...").
+
+The timed loops carry nothing but the backend's call and the clock: no timing events (GPU device times and
+trtexec's H2D / compute / D2H / enqueue breakdown come from a pass of their own on the first runner after
+the window, :mod:`harness.breakdown`). A row records the machine's state during the run (clocks, throttling,
+host load: :mod:`harness.machine_state`); a row measured while throttled or on an overloaded host is
+flagged (``state_flags``).
 """
 
 from __future__ import annotations
@@ -24,9 +30,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-import numpy as np
-
 from .backends import Engine, Runner, RunnerOptions, get_backend
+from .breakdown import pass_length
 from .data import SampleSet, batch_size_of
 from .errors import HarnessError, ModeUnsupported
 from .recipes import apply_recipe
@@ -47,6 +52,7 @@ class PerfCase:
     concurrency: int = 1
     resident: bool = True
     cuda_graph: bool = False
+    sync: str = "spin"  # how the host waits for a GPU: spin (CUDA's default) or block
 
     @property
     def id(self) -> str:
@@ -57,6 +63,8 @@ class PerfCase:
             parts.append("copy")
         if self.cuda_graph:
             parts.append("graph")
+        if self.sync != "spin":
+            parts.append(self.sync)
         return "-".join(parts)
 
 
@@ -85,8 +93,9 @@ def perf_cases(hs: HarnessSession) -> Iterator[PerfCase]:
                             for n in ([1] if mode == "serial" else ps.concurrency):
                                 for resident in ps.resident:
                                     for graph in ps.cuda_graph:
-                                        yield PerfCase(spec.name, backend, recipe, pname, mode, batch, n,
-                                                       resident, graph)
+                                        for sync in ps.sync:
+                                            yield PerfCase(spec.name, backend, recipe, pname, mode, batch, n,
+                                                           resident, graph, sync)
 
 
 # ---------------------------------------------------------------------------------------------- modes
@@ -108,7 +117,10 @@ def _raise_failed(mode: str, k: int, n: int, phase: str, exc: BaseException) -> 
 
 
 class Mode:
-    """One way of driving runners: how many it needs and how it times them. Small and stateless."""
+    """One way of driving runners: how many it needs and how it times them. Small and stateless.
+
+    ``measure`` returns the Measurement of the timed window; on runners that time the device
+    (``times_gpu``) it also holds trtexec's breakdown, from :meth:`add_breakdown` after the window."""
 
     name: str = ""
 
@@ -119,9 +131,18 @@ class Mode:
                 clock: Clock = time.perf_counter) -> Measurement:
         raise NotImplementedError
 
+    def add_breakdown(self, runners: list[Runner], m: Measurement) -> Measurement:
+        """The first runner's breakdown, one request at a time, after the window (never inside it)."""
+        if runners and runners[0].times_gpu:
+            try:
+                m.breakdown = runners[0].breakdown(pass_length(m.iterations))
+            except BaseException as exc:
+                _raise_failed(self.name, 0, len(runners), "in the breakdown pass after the window", exc)
+        return m
+
 
 class Serial(Mode):
-    """One runner, one request at a time, back to back; device time from events in a short pass of its own."""
+    """One runner, one request at a time, back to back."""
 
     name = "serial"
 
@@ -141,11 +162,9 @@ class Serial(Mode):
             _raise_failed(self.name, 0, 1, WARMING, exc)
         try:
             m = run_serial(call, policy, batch=batch, clock=clock, warmed=warmed)
-            if r.times_gpu:
-                m.gpu_seconds = np.asarray(r.gpu_times(min(200, max(m.iterations, 10))))
         except BaseException as exc:
             _raise_failed(self.name, 0, 1, TIMING, exc)
-        return m
+        return self.add_breakdown(runners, m)
 
 
 class MultiStream(Mode):
@@ -174,7 +193,6 @@ class MultiStream(Mode):
             phase = TIMING
             starts: list[float] = []
             ends: list[float] = []
-            gpu: list[float] = []
             submitted = [0.0] * n
             active = [True] * n
             start = clock()
@@ -190,9 +208,6 @@ class MultiStream(Mode):
                     t = clock()
                     starts.append(submitted[i])
                     ends.append(t)
-                    g = r.last_gpu_seconds()
-                    if g is not None:
-                        gpu.append(g)
                     if not stopping and t - start >= policy.min_duration and len(ends) >= policy.min_iters:
                         stopping = True
                     if not stopping and t - start >= policy.max_duration:
@@ -205,8 +220,9 @@ class MultiStream(Mode):
                 i = (i + 1) % n
         except BaseException as exc:
             _raise_failed(self.name, i, n, phase, exc)
-        return summarize(starts, ends, (start, max(ends)), batch=batch, policy=policy, warmup_iters=warm,
-                         warmup_seconds=warm_s, capped=capped, gpu_seconds=gpu or None)
+        m = summarize(starts, ends, (start, max(ends)), batch=batch, policy=policy, warmup_iters=warm,
+                      warmup_seconds=warm_s, capped=capped)
+        return self.add_breakdown(runners, m)
 
 
 class ThreadPool(Mode):
@@ -223,7 +239,6 @@ class ThreadPool(Mode):
         go = threading.Barrier(n + 1)
         stop = threading.Event()
         records: list[list[tuple[float, float]]] = [[] for _ in range(n)]
-        gpu: list[list[float]] = [[] for _ in range(n)]
         warm: list[tuple[int, float]] = [(0, 0.0)] * n
         failures: list[tuple[int, str, BaseException]] = []
 
@@ -236,15 +251,12 @@ class ThreadPool(Mode):
                 ready.wait()
                 go.wait()
                 phase = TIMING
-                rec, g = records[k], gpu[k]
+                rec = records[k]
                 while not stop.is_set():
                     a = clock()
                     fn(*args)
                     b = clock()
                     rec.append((a, b))
-                    t = r.last_gpu_seconds()
-                    if t is not None:
-                        g.append(t)
             except threading.BrokenBarrierError:
                 return  # another runner failed: its error is the one reported
             except BaseException as exc:  # surfaced by the main thread, which stops waiting at once
@@ -280,10 +292,10 @@ class ThreadPool(Mode):
             k, phase, exc = failures[0]
             _raise_failed(self.name, k, n, phase, exc)
         pairs = [p for rec in records for p in rec]
-        return summarize([a for a, _ in pairs], [b for _, b in pairs], (start, max(b for _, b in pairs)),
-                         batch=batch, policy=policy, warmup_iters=sum(w[0] for w in warm),
-                         warmup_seconds=max(w[1] for w in warm), capped=capped,
-                         gpu_seconds=[x for g in gpu for x in g] or None)
+        m = summarize([a for a, _ in pairs], [b for _, b in pairs], (start, max(b for _, b in pairs)),
+                      batch=batch, policy=policy, warmup_iters=sum(w[0] for w in warm),
+                      warmup_seconds=max(w[1] for w in warm), capped=capped)
+        return self.add_breakdown(runners, m)
 
 
 MODE_CLASSES: dict[str, Mode] = {m.name: m for m in (Serial(), MultiStream(), ThreadPool())}
@@ -296,7 +308,7 @@ def measure_mode(engine: Engine, case: PerfCase, feeds: dict[str, Any], policy: 
     ``monitor`` samples resources while the mode runs (warm-up and measurement), not while sessions or
     contexts are created."""
     mode = MODE_CLASSES[case.mode]
-    options = RunnerOptions(threads=threads, cuda_graph=case.cuda_graph)
+    options = RunnerOptions(threads=threads, cuda_graph=case.cuda_graph, sync=case.sync)
     runners: list[Runner] = []
     try:
         for _ in range(mode.runner_count(case.concurrency)):
@@ -311,8 +323,9 @@ def measure_mode(engine: Engine, case: PerfCase, feeds: dict[str, Any], policy: 
             r.close()
 
 
-def check_perf(hs: HarnessSession, case: PerfCase) -> PerfRow:
-    """Time one perf case; write and return its row."""
+def check_perf(hs: HarnessSession, case: PerfCase, *, monitor: ResourceMonitor | None = None) -> PerfRow:
+    """Time one perf case; write and return its row. ``monitor``: the resource monitor to sample the run with
+    (by default one for this backend's device; tests inject readings through their own)."""
     spec = hs.model(case.model)
     recipe = hs.recipe(case.recipe)
     profile = spec.profiles[case.profile]
@@ -324,11 +337,13 @@ def check_perf(hs: HarnessSession, case: PerfCase) -> PerfRow:
     row = PerfRow(
         id=case.id, model=spec.name, backend=backend.name, recipe=recipe.name, profile=profile.name,
         mode=case.mode, batch=case.batch, concurrency=case.concurrency, resident=case.resident,
-        cuda_graph=case.cuda_graph, recipe_kind=recipe.kind, backend_version=backend.version(),
-        threads_per_runner=threads, transfers_included=not case.resident,
+        cuda_graph=case.cuda_graph, sync=case.sync if backend.on_gpu or case.sync != "spin" else None,
+        recipe_kind=recipe.kind, backend_version=backend.version(), threads_per_runner=threads,
+        transfers_included=not case.resident,
         policy={"warmup_s": ps.warmup, "min_duration_s": ps.duration, "min_iters": ps.min_iters,
-                "max_cv": ps.max_cv, "max_drift": ps.max_drift},
+                "max_cv": ps.max_cv, "max_drift": ps.max_drift, "max_load": ps.max_load},
     )
+    mon = monitor or ResourceMonitor(gpu_index=0 if backend.on_gpu else None, max_load=ps.max_load)
     try:
         samples = SampleSet(spec, profile, size=case.batch)
         samples.check_profile(case.batch)
@@ -338,8 +353,7 @@ def check_perf(hs: HarnessSession, case: PerfCase) -> PerfRow:
         options = hs.build_options(backend, art.build_options, backend.perf_build_options(case.mode, case.concurrency))
         engine = backend.build(art.path, profile, hs.cache, label=label, model_hash=art.model_hash, options=options,
                                calibration=art.calibration)
-        row.update(engine_key=engine.entry.key, cache_hit=engine.entry.hit)
-        mon = ResourceMonitor(gpu_index=0 if backend.on_gpu else None)
+        row.update(engine_key=engine.entry.key, cache_hit=engine.entry.hit, setup=engine.describe())
         m, runner_facts = measure_mode(engine, case, feeds, policy, threads, mon)
     except Exception as exc:
         row.update(status="skipped" if isinstance(exc, ModeUnsupported) else "error",
@@ -349,6 +363,8 @@ def check_perf(hs: HarnessSession, case: PerfCase) -> PerfRow:
     row.update(m.summary())
     row.runner = runner_facts
     row.resources = mon.result
+    row.state = mon.state
+    row.state_flags = mon.flags
     row.status = "pass" if m.stable else "unstable"
     hs.write_row(row)
     return row

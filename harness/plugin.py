@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from .backends.ort_setup import OrtSetup
 from .cache import default_root
 from .errors import HarnessError, ModeUnsupported
 from .rows import AccuracyRow, BuildRow, PerfRow, junit_properties
@@ -52,6 +53,9 @@ _OPTIONS: list[tuple[str, str, str, Any]] = [
      "cpu"),
     ("trt_options", "TensorRT builder options, e.g. opt_level=5,workspace_mb=4096,max_aux_streams=2,tf32=yes,"
      "compute_capabilities=SM86+SM89 (TensorRT-RTX)", "options", None),
+    ("ort_setup", "ONNX Runtime session setup over each ORT backend's default, e.g. engine=optimized,load=all,"
+     "conv_algo=HEURISTIC,nhwc=yes,arena=as_requested,stream=own (the conv_algo, nhwc, arena and stream keys: "
+     "ort_cuda only)", "options", None),
     ("perf_modes", "perf modes: serial, multistream, threadpool", "list", "serial,multistream,threadpool"),
     ("perf_batches", "perf batch sizes (default: 1 and each profile's opt batch)", "intlist", None),
     ("perf_concurrency", "requests in flight / threads for multistream and threadpool", "intlist", "2"),
@@ -60,6 +64,10 @@ _OPTIONS: list[tuple[str, str, str, Any]] = [
     ("perf_min_iters", "iterations each perf measurement has at least", "int", "20"),
     ("perf_max_cv", "robust latency CV above which a perf run is marked unstable", "float", "0.25"),
     ("perf_max_drift", "windowed throughput drift above which a perf run is marked unstable", "float", "0.2"),
+    ("perf_max_load", "other processes' runnable threads per core above which the host is overloaded and a perf "
+     "row is flagged", "float", "1.0"),
+    ("perf_sync", "GPU: how the host waits for the device: spin (CUDA's default), block (blocking-sync event), or "
+     "spin,block", "list", "spin"),
     ("perf_resident", "inputs resident on the device: yes, no, or yes,no", "boollist", "yes"),
     ("perf_cuda_graph", "CUDA graphs: no, yes, or no,yes", "boollist", "no"),
     ("perf_recipes", "recipes to time (default: the accuracy recipes)", "list", None),
@@ -147,18 +155,26 @@ def parse_options(text: str) -> dict[str, Any]:
 
 def settings_from_config(config: pytest.Config) -> Settings:
     v = {dest: _value(config, dest, kind, default) for dest, _h, kind, default in _OPTIONS}
+    bad_sync = [x for x in v["perf_sync"] if x not in ("spin", "block")]
+    if bad_sync:
+        raise pytest.UsageError(f"--perf-sync (or ini harness_perf_sync): {', '.join(bad_sync)} is not spin or block")
+    try:
+        OrtSetup().with_options(v["ort_setup"], where="--ort-setup (or ini harness_ort_setup)")
+    except HarnessError as exc:
+        raise pytest.UsageError(str(exc)) from None
     cache_dir = v["engine_cache"] or default_root(config.rootpath)
     perf = PerfSettings(
         modes=v["perf_modes"], batches=v["perf_batches"], concurrency=v["perf_concurrency"],
         duration=v["perf_duration"], warmup=v["perf_warmup"], min_iters=v["perf_min_iters"],
-        max_cv=v["perf_max_cv"], max_drift=v["perf_max_drift"],
+        max_cv=v["perf_max_cv"], max_drift=v["perf_max_drift"], max_load=v["perf_max_load"], sync=v["perf_sync"],
         resident=v["perf_resident"], cuda_graph=v["perf_cuda_graph"], recipes=v["perf_recipes"],
         profiles=v["perf_profiles"],
     )
     return Settings(registry=v["registry"], report_dir=v["report_dir"], cache_dir=cache_dir, models=v["models"],
                     backends=v["backends"], recipes=v["recipes"], profiles=v["profiles"], eval_size=v["eval_size"],
                     rebuild=v["rebuild_engines"], baseline=v["baseline"], history=v["history"],
-                    reference_device=v["reference_device"], trt_options=v["trt_options"] or {}, perf=perf)
+                    reference_device=v["reference_device"], trt_options=v["trt_options"] or {},
+                    ort_setup=v["ort_setup"] or {}, perf=perf)
 
 
 def is_worker(config: pytest.Config) -> bool:
@@ -328,10 +344,12 @@ def perf_check(harness_session: HarnessSession, record_property: Callable[[str, 
         __tracebackhide__ = True
         with _properties(harness_session, record_property):
             row = _outcome(lambda: check_perf(harness_session, case), AssertionError)
-        if row.stable is False:
-            import warnings
+        import warnings
 
+        if row.stable is False:
             warnings.warn(PerfUnstable(f"{case.id}: unstable: {'; '.join(row.unstable_reasons)}"), stacklevel=2)
+        if row.state_flags:
+            warnings.warn(PerfDisturbed(f"{case.id}: not quotable: {'; '.join(row.state_flags)}"), stacklevel=2)
         return row
 
     return check
@@ -351,6 +369,11 @@ def _properties(hs: HarnessSession, record: Callable[[str, object], None]) -> It
 
 class PerfUnstable(UserWarning):
     """A perf measurement did not settle (high CV or drifting throughput); its row is marked unstable."""
+
+
+class PerfDisturbed(UserWarning):
+    """A perf measurement ran on a machine in no state to quote it (GPU throttled, host overloaded); its row
+    is flagged (``state_flags``) and never chosen as a winner."""
 
 
 def _outcome(run: Callable[[], R], failure: type[BaseException], known: str | None = None) -> R:

@@ -1,31 +1,51 @@
-"""CPU, memory and GPU use during a measurement, sampled by a background thread.
+"""CPU, memory and GPU use during a measurement, and the machine's state, sampled by a background thread.
 
 CPU utilisation is this process's CPU time over the window divided by wall time and by the cores it may
 use (100 % = every core busy); peak RSS is sampled. On a GPU machine NVML gives utilisation (mean of the
-samples) and device memory used (peak), for the GPU the backend runs on.
+samples) and device memory used (peak), for the GPU the backend runs on. The machine's state (clocks,
+power, temperature, throttle reasons, other GPU processes; host load and CPU frequency) and the flags that
+keep a row from being quoted come from :mod:`harness.machine_state`.
+
+What the sampler costs the measurement: one wake-up per ``interval`` (0.1 s), a few NVML queries and small
+``/proc`` reads, each of which releases the GIL while the kernel or the driver works; the CPU frequency
+(which reads ``/proc/cpuinfo``, slow on large machines) only at the start and the end.
+``benchmarks/overhead.py`` measures the row path, sampler included, against a bare loop.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
 
 from .environment import cpu_count
+from .machine_state import GpuReader, HostReader, MachineState
 
 
 class ResourceMonitor:
-    def __init__(self, interval: float = 0.05, gpu_index: int | None = None):
+    """Samples while used as a context manager; afterwards ``result`` (resources), ``state`` (the machine's
+    state) and ``flags`` (why the window's numbers cannot be quoted) hold the window's summary.
+
+    ``nvml`` and ``host`` replace the readers (pynvml, ``/proc``) with others giving the same answers: tests
+    inject readings through them. ``max_load``: other processes' runnable threads per core above which the
+    host counts as overloaded."""
+
+    def __init__(self, interval: float = 0.1, gpu_index: int | None = None, *, nvml: Any = None,
+                 host: HostReader | None = None, max_load: float = 1.0):
         self.interval = interval
         self.gpu_index = gpu_index
+        self._nvml_module = nvml
+        self._host = host or HostReader()
+        self.max_load = max_load
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._rss_peak = 0
-        self._gpu_util: list[float] = []
-        self._gpu_mem_peak = 0
-        self._nvml: Any = None
-        self._handle: Any = None
+        self._gpu: GpuReader | None = None
+        self._state = MachineState(cores=cpu_count(), max_load=max_load)
         self.result: dict[str, Any] = {}
+        self.state: dict[str, Any] = {}
+        self.flags: list[str] = []
 
     def __enter__(self) -> ResourceMonitor:
         import psutil
@@ -33,15 +53,22 @@ class ResourceMonitor:
         self._proc = psutil.Process()
         self._cpu0 = self._proc.cpu_times()
         self._t0 = time.perf_counter()
+        self._stop.clear()
+        self._state = MachineState(cores=cpu_count(), max_load=self.max_load)
+        mhz = self._host.cpu_mhz()
+        if mhz:
+            self._state.cpu_mhz.append(mhz)
         if self.gpu_index is not None:
             try:
-                import pynvml
+                nvml = self._nvml_module
+                if nvml is None:
+                    import pynvml
 
-                pynvml.nvmlInit()
-                self._nvml = pynvml
-                self._handle = pynvml.nvmlDeviceGetHandleByIndex(self.gpu_index)
+                    nvml = pynvml
+                self._gpu = GpuReader(nvml, self.gpu_index)
+                self._state.gpu_fixed = self._gpu.fixed()
             except Exception:  # no NVML: GPU columns stay empty
-                self._nvml = None
+                self._gpu = None
         self._sample()
         self._thread = threading.Thread(target=self._loop, name="harness-resources", daemon=True)
         self._thread.start()
@@ -56,13 +83,9 @@ class ResourceMonitor:
             self._rss_peak = max(self._rss_peak, self._proc.memory_info().rss)
         except Exception:  # the process table can hiccup in containers
             pass
-        if self._nvml is not None:
-            try:
-                self._gpu_util.append(float(self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu))
-                used = self._nvml.nvmlDeviceGetMemoryInfo(self._handle).used
-                self._gpu_mem_peak = max(self._gpu_mem_peak, int(used))
-            except Exception:
-                pass
+        self._state.add_host(self._host.runnable())
+        if self._gpu is not None:
+            self._state.gpu_samples.append(self._gpu.sample())
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -72,10 +95,20 @@ class ResourceMonitor:
         wall = time.perf_counter() - self._t0
         cpu1 = self._proc.cpu_times()
         busy = (cpu1.user - self._cpu0.user) + (cpu1.system - self._cpu0.system)
+        st = self._state
+        st.load_1m = self._host.load_1m()
+        mhz = self._host.cpu_mhz()
+        if mhz:
+            st.cpu_mhz.append(mhz)
         self.result = {
             "cpu_util": 100.0 * busy / wall / cpu_count() if wall > 0 else None,
             "rss_peak_mb": self._rss_peak / 2**20,
         }
-        if self._nvml is not None:
-            self.result["gpu_util"] = sum(self._gpu_util) / len(self._gpu_util) if self._gpu_util else None
-            self.result["gpu_mem_peak_mb"] = self._gpu_mem_peak / 2**20
+        if self._gpu is not None:
+            st.gpu_processes = self._gpu.other_processes(os.getpid())
+            util = [s["util"] for s in st.gpu_samples if s.get("util") is not None]
+            used = [s["mem_used"] for s in st.gpu_samples if s.get("mem_used") is not None]
+            self.result["gpu_util"] = sum(util) / len(util) if util else None
+            self.result["gpu_mem_peak_mb"] = max(used) / 2**20 if used else None
+        self.state = st.summary(own_cores=busy / wall if wall > 0 else None)
+        self.flags = st.flags(self.state)

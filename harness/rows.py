@@ -164,6 +164,7 @@ class AccuracyRow(Row):
     engine_size: int | None = None
     cache_hit: bool | None = None
     engine_key: str | None = None
+    setup: dict[str, Any] = field(default_factory=dict)  # how the engine is set up (ONNX Runtime: its session setup)
     setup_seconds: float | None = None
     seconds: float | None = None
     runner: dict[str, Any] = field(default_factory=dict)
@@ -203,11 +204,13 @@ class PerfRow(Row):
     concurrency: int = 1
     resident: bool = True
     cuda_graph: bool = False
+    sync: str | None = None  # GPU backends: how the host waits, "spin" or "block" (None on the CPU)
     threads_per_runner: int | None = None
     transfers_included: bool | None = None
     policy: dict[str, Any] = field(default_factory=dict)
     engine_key: str | None = None
     cache_hit: bool | None = None
+    setup: dict[str, Any] = field(default_factory=dict)  # how the engine is set up (ONNX Runtime: its session setup)
     throughput: float | None = None  # samples / s over the measurement window
     iterations: int | None = None
     wall_s: float | None = None
@@ -221,13 +224,31 @@ class PerfRow(Row):
     drift: float | None = None
     stable: bool | None = None
     unstable_reasons: list[str] = field(default_factory=list)
-    gpu_ms: dict[str, float] | None = None
+    stability_notes: list[str] = field(default_factory=list)  # what the verdict could not check (drift)
+    gpu_ms: dict[str, float] | None = None  # device compute time per request (mean, p50, p99), from events
+    # trtexec's breakdown from a pass after the window (harness.breakdown): per part ("h2d", "compute",
+    # "d2h", "enqueue", "latency") mean / p50 / p99 in ms, and "iterations"
+    breakdown_ms: dict[str, Any] | None = None
+    throughput_compute: float | None = None  # samples / s from the compute time alone (transfers excluded)
+    throughput_transfers: float | None = None  # samples / s one request at a time with both copies
     runner: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)  # the machine during the run (harness.machine_state)
+    state_flags: list[str] = field(default_factory=list)  # why not to quote it: GPU throttled, host overloaded
+
+    def key(self) -> tuple[str, ...]:
+        # how the host waits is part of the configuration; a row without a sync (CPU rows, rows written before
+        # the field existed) waits as the default, "spin", does
+        return (*super().key(), self.sync or "spin")
 
     @property
     def measured(self) -> bool:
         return bool(self.throughput) and self.status in ("pass", "unstable")
+
+    @property
+    def quotable(self) -> bool:
+        """Measured, stable, and on a machine in a state to quote it (not throttled, host not overloaded)."""
+        return self.measured and self.stable is not False and self.status != "unstable" and not self.state_flags
 
     @property
     def config(self) -> str:
@@ -253,6 +274,7 @@ class BuildRow(Row):
     engine_size: int | None = None
     cache_hit: bool | None = None
     engine_key: str | None = None
+    setup: dict[str, Any] = field(default_factory=dict)
     engine_info: dict[str, Any] = field(default_factory=dict)
     recipe_info: dict[str, Any] = field(default_factory=dict)
 
@@ -273,6 +295,8 @@ def junit_properties(row: Row) -> list[tuple[str, object]]:
     props += [(n.name, f"{n.value:.6g}") for n in row.numbers()]
     if isinstance(row, PerfRow) and row.stable is not None:
         props.append(("stable", "yes" if row.stable else "no"))
+    if isinstance(row, PerfRow) and row.state_flags:
+        props.append(("state_flags", "; ".join(row.state_flags)))
     return props
 
 

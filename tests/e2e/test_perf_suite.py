@@ -4,6 +4,8 @@ import re
 
 import pytest
 
+from harness.backends.ort_setup import default_setup
+
 QUICK = ("--models=ranker", "--perf-recipes=fp32", "--profiles=dynamic", "--perf-duration=0.1",
          "--perf-warmup=0.02", "--perf-batches=1,64")
 
@@ -25,7 +27,16 @@ def test_the_perf_sweep_writes_rows_and_the_report_tables(project):
     assert "## Throughput and latency" in report and "## Which configuration wins" in report
     assert "![ranker throughput](plots/ranker-throughput.png)" in report
     assert (project.path / "reports" / "plots" / "ranker-throughput.png").stat().st_size > 1000
-    assert re.search(r"\| ranker +\| ort_cpu +\| fp32 +\| [\d,.]+ +\| \w+ b\d+", report)
+    # only a stable row measured on a machine in a state to quote it can win (a busy machine may leave none)
+    quotable = [r for r in rows if r["stable"] and not r.get("state_flags")]
+    if quotable:
+        best = max(quotable, key=lambda r: r["throughput"])
+        assert re.search(rf"\| ranker +\| ort_cpu +\| fp32 +\| [\d,.–]+ +\| {best['mode']} b{best['batch']}", report)
+    else:
+        assert re.search(r"\| ranker +\| ort_cpu +\| fp32 +\| – +\| none: no quotable row of 6", report)
+    for r in rows:  # the machine's state is in every row, the host's at least
+        assert r["state"]["host_cores"] == r["env"]["cores"] and r["state"]["host_other_load_per_core"] >= 0
+        assert "sync" not in r and r["setup"] == default_setup("ort_cpu").describe(gpu=False)
     assert {r["id"] for r in rows} == {f"ranker-ort_cpu-fp32-dynamic-{m}-b{b}{'' if m == 'serial' else '-n2'}"
                                        for m in ("serial", "multistream", "threadpool") for b in (1, 64)}
 
@@ -36,3 +47,30 @@ def test_perf_tests_are_refused_under_xdist_while_accuracy_tests_parallelize(pro
         assert result.ret == pytest.ExitCode.USAGE_ERROR, expr
         assert "run `pytest -m perf` without -n" in result.stderr.str()
     project.run("-m", "accuracy", *QUICK, "--recipes=fp32", "-n", "2").assert_outcomes(passed=1)
+
+
+def test_rows_measured_on_an_overloaded_host_are_flagged_warned_about_and_never_win(project):
+    # a bound of 0: any runnable thread of another process overloads the host (on an idle machine, none may)
+    result = project.run("-m", "perf", *QUICK, "--perf-modes=serial", "--perf-max-load=0")
+    result.assert_outcomes(passed=2)
+    rows = project.results()
+    for r in rows:
+        load = r["state"]["host_other_load_per_core"]
+        assert bool(r.get("state_flags")) == (load > 0), r
+        assert r["policy"]["max_load"] == 0
+    flagged = [r for r in rows if r.get("state_flags")]
+    assert ("PerfDisturbed" in result.stdout.str()) == bool(flagged)
+    report = project.report()
+    for r in flagged:
+        assert f"serial b{r['batch']} (dynamic)" not in report.split("## Which configuration wins")[1]
+    assert report.count("| **host overloaded** |") == len(flagged)
+
+
+@pytest.mark.parametrize("option, message", [
+    ("--perf-sync=wait", "--perf-sync (or ini harness_perf_sync): wait is not spin or block"),
+    ("--ort-setup=load=max", "--ort-setup (or ini harness_ort_setup): load must be one of off, basic, extended, all"),
+])
+def test_a_bad_sync_or_setup_is_a_usage_error_naming_the_option(project, option, message):
+    result = project.run("-m", "perf", *QUICK, option)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert message in result.stderr.str()

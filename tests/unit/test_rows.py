@@ -64,7 +64,10 @@ def test_a_perf_row_needs_its_key_fields():
                      "batch": 4, "throughput": 10, "latency_ms": {"p50": 1.5, "p99": 3.0}, "status": "unstable",
                      "stable": False}, "f:2")
     assert isinstance(row, PerfRow) and row.concurrency == 1 and row.resident and row.throughput == 10
-    assert row.key() == ("perf", "m", "b", "r", "p", "serial", "4", "1", "True", "False")
+    # a row without a sync (the CPU's, or written before GPU rows had one) is keyed as the default, spin
+    assert row.key() == ("perf", "m", "b", "r", "p", "serial", "4", "1", "True", "False", "spin")
+    assert parse_row({**row.to_dict(), "sync": "spin"}, "f:3").key() == row.key()
+    assert parse_row({**row.to_dict(), "sync": "block"}, "f:4").key() != row.key()
     assert dict(junit_properties(row)) == {"status": "unstable", "throughput": "10", "p50_ms": "1.5",
                                            "p99_ms": "3", "stable": "no"}
 
