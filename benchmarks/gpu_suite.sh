@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # The whole harness on a GPU machine (onnxruntime-gpu, cuda-python and nvidia-ml-py installed), ONNX Runtime
-# CUDA against the CPU reference. Steps (default: all, in this order):
+# CUDA against the CPU reference. Steps (default: tests accuracy perf graphs overhead, in this order):
 #   tests     the GPU tests: the CUDA module and ONNX Runtime CUDA runners       (tests/gpu)
 #   accuracy  the accuracy gates, every bundled model and recipe, 4 workers
-#   perf      the perf sweep: serial / multistream / threadpool, batch 1 and opt, N = 2 and 4
+#   perf      the perf sweep: serial / multistream / threadpool, batch 1 and opt, N = 2 and 4; its report has
+#             trtexec's breakdown (H2D, compute, D2H, enqueue) and the GPU's state (clocks, power, throttling)
 #   graphs    the same modes with CUDA graphs on (serial, multistream), against the rows without
-#   overhead  benchmarks/overhead.py on ort_cuda (device-resident inputs)
+#   sync      the classifier's serial and multistream rows with the host spinning and blocking (--perf-sync)
+#   overhead  benchmarks/overhead.py on ort_cuda: the row path against a user's loop, each model at batch 1, opt
+#             and max (about 4 min)
+#   diagnose  the same on the classifier with the harness's bare loop and the row without sampling beside it
+#   setup     benchmarks/ort_setup.py on ort_cuda: every ONNX Runtime session setup, timed and accuracy-checked;
+#             names the fastest correct one (about 4 min per model: MODELS=classifier by default)
 # and prints a short summary last. Usage: bash benchmarks/gpu_suite.sh [STEP ...]
-# Environment: REPORT_DIR (reports/gpu), MODELS (all), PERF_DURATION (0.5 s), PYTEST_WORKERS (4).
+# Environment: REPORT_DIR (reports/gpu), MODELS (all; setup: classifier), PERF_DURATION (0.5 s), PYTEST_WORKERS (4).
+# Each step's output: REPORT_DIR/STEP.log; overhead, diagnose and setup also write JSON under REPORT_DIR/STEP/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 report=${REPORT_DIR:-reports/gpu}
@@ -28,11 +35,19 @@ for step in $steps; do
     perf) python -m pytest tests/gates "${common[@]}" "${perf[@]}" >>"$log" 2>&1 ;;
     graphs) python -m pytest tests/gates "${common[@]}" "${perf[@]}" --perf-cuda-graph yes \
               --perf-modes serial,multistream >>"$log" 2>&1 ;;
-    overhead) python benchmarks/overhead.py --backend ort_cuda >"$log" 2>&1 ;;
+    sync) python -m pytest tests/gates -q -p no:cacheprovider --backends ort_cuda --report-dir "$report" \
+            --models classifier --perf-recipes fp32 -m perf --perf-duration "$duration" --perf-modes serial,multistream \
+            --perf-concurrency 2 --perf-batches 1,8,32 --perf-sync spin,block >>"$log" 2>&1 ;;
+    overhead) python benchmarks/overhead.py --backend ort_cuda ${MODELS:+--models $MODELS} --reps 5 --seconds 1.0 \
+                --out "$report/overhead" >"$log" 2>&1 ;;
+    diagnose) python benchmarks/overhead.py --backend ort_cuda --models "${MODELS:-classifier}" --reps 5 \
+                --seconds 1.0 --diagnose --out "$report/diagnose" >"$log" 2>&1 ;;
+    setup) python benchmarks/ort_setup.py --backend ort_cuda --models "${MODELS:-classifier}" --reps 3 \
+             --seconds 1.0 --out "$report/setup" >"$log" 2>&1 ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac
   rc=$?
-  echo "$step: exit $rc, $(grep -E '(passed|failed|error|ratio|medians)' "$log" | tail -1)"
+  echo "$step: exit $rc, $(grep -E '(passed|failed|error|worst|fastest correct)' "$log" | tail -1)"
   [ $rc -eq 0 ] || status=1
 done
 python -m harness report "$report" >/dev/null

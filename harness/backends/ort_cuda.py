@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .. import cuda
+from ..breakdown import Breakdown
 from ..errors import BackendUnavailable, BuildError, ModeUnsupported
 from .base import Runner, RunnerOptions
 from .gpu_runner import GpuRunner
@@ -162,8 +163,8 @@ class OrtCudaRunner(GpuRunner):
                                   "asynchronous submit (use stream=own)")
         super().submit()
 
-    def breakdown(self, iterations: int) -> Any:
-        # the compute runs on a stream the runner cannot record events on
+    def breakdown(self, iterations: int) -> Breakdown | None:
+        # with stream=ort the compute runs on a stream the runner cannot record events on
         return super().breakdown(iterations) if self.own_stream else None
 
     def timed_call(self) -> tuple[Any, tuple[Any, ...]]:
