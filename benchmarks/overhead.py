@@ -97,7 +97,7 @@ def main() -> int:
                 if side == "row":
                     row = row_path(hs, args.backend, c, sync=args.sync)
                     rate = row.throughput or 0.0
-                    load = row.state.get("host_other_load_per_core")
+                    load = row.state.get("host_other_load_per_cpu")
                     if load is not None:
                         other_load[c].append(load)
                 elif side == "user":

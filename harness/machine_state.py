@@ -10,13 +10,15 @@ host                           runnable threads of other processes, the 1-minute
 slowdown, hardware power brake) in any sample of the window. Idle, application-clock, sync-boost and
 display-clock reasons are not throttling.
 
-**Overloaded host**: other processes' runnable threads per core, averaged over the window, above
+**Overloaded host**: other processes' runnable threads per CPU, averaged over the window, above
 ``max_load`` (``--perf-max-load``, 1.0). Linux counts runnable threads machine-wide (``/proc/loadavg``'s
-"running/total"); the harness's own (``/proc/self/task/*/stat`` in state R: its runner threads, ONNX
-Runtime's pools, this sampler) are subtracted, so that the harness's own load never flags it. At 1.0, other
-processes keep as many threads busy as there are cores: the harness gets half the machine at best. The
-1-minute load average is recorded too, but it lags a half-second window and counts the harness itself; it is
-the fallback where the runnable count cannot be read (not Linux).
+"running/total"), so they are divided by the CPUs the kernel has (not this process's affinity set: in a
+container pinned to a few CPUs of a large host, threads elsewhere are not its competition); the harness's own
+(``/proc/self/task/*/stat`` in state R: its runner threads, ONNX Runtime's pools, this sampler) are
+subtracted, so that the harness's own load never flags it. At 1.0, other processes keep as many threads busy
+as there are CPUs: the harness gets half the machine at best. The 1-minute load average is recorded too, but
+it lags a half-second window and counts the harness itself; it is the fallback where the runnable count
+cannot be read (not Linux).
 
 A flagged row is warned about (``PerfDisturbed``), never chosen as a "winner" in the report, and inconclusive
 in ``compare``. Readers are small objects so that tests can inject readings (a fake NVML module, a fake host).
@@ -35,6 +37,11 @@ REASONS = {0x1: "idle", 0x2: "application clocks", 0x4: "power cap", 0x8: "hardw
            0x100: "display clocks"}
 THROTTLING = 0x4 | 0x8 | 0x20 | 0x40 | 0x80
 THROTTLE_NAMES = {name for bit, name in REASONS.items() if bit & THROTTLING}
+
+
+def machine_cpus() -> int:
+    """The CPUs the kernel has: what machine-wide counts of runnable threads compete for."""
+    return os.cpu_count() or 1
 
 
 def _try(read: Callable[[], Any]) -> Any:
@@ -143,19 +150,19 @@ class MachineState:
             self.others.append(max(0, total - own))
 
     def other_load(self) -> float | None:
-        """Other processes' runnable threads per core over the window (the load average, less this process's
-        CPU use, where Linux's counts were not readable)."""
+        """Other processes' runnable threads per CPU over the window (None where Linux's counts were not
+        readable: the summary then falls back on the load average, less this process's CPU use)."""
         if self.others:
             return sum(self.others) / len(self.others) / self.cores
         return None
 
     def summary(self, own_cores: float | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = {"host_load_1m": self.load_1m, "host_cores": self.cores}
+        out: dict[str, Any] = {"host_load_1m": self.load_1m, "host_cpus": self.cores}
         load = self.other_load()
         if load is None and self.load_1m is not None:
             load = max(0.0, self.load_1m - (own_cores or 0.0)) / self.cores
             out["host_other_load_from"] = "load average"
-        out["host_other_load_per_core"] = load
+        out["host_other_load_per_cpu"] = load
         if self.cpu_mhz:
             out["host_cpu_mhz"] = sum(self.cpu_mhz) / len(self.cpu_mhz)
         g = self.gpu_samples
@@ -187,8 +194,8 @@ class MachineState:
             out.append("GPU throttled: " + ", ".join(f"{name} in {100 * share:.0f} % of samples"
                                                      for name, share in throttled.items())
                        + (f" (SM clock down to {sm:.0f} MHz)" if sm else ""))
-        load = summary.get("host_other_load_per_core")
+        load = summary.get("host_other_load_per_cpu")
         if load is not None and load > self.max_load:
             out.append(f"host overloaded: other processes kept {load * self.cores:.1f} threads runnable on "
-                       f"{self.cores} cores ({load:.2f} per core > {self.max_load:g})")
+                       f"{self.cores} CPUs ({load:.2f} per CPU > {self.max_load:g})")
         return out

@@ -64,11 +64,11 @@ def perf_table(rows: list[PerfRow]) -> str:
             r.threads_per_runner or "–", _rate(r.throughput), _f(lat.get("p50")), _f(lat.get("p99")),
             _f(r.cv_robust, 2), _f(res.get("cpu_util"), 3), _f(res.get("gpu_util"), 3),
             _f(round(res["gpu_mem_peak_mb"])) if res.get("gpu_mem_peak_mb") else "–",
-            _f(r.state.get("host_other_load_per_core"), 2), _stable(r), _state(r),
+            _f(r.state.get("host_other_load_per_cpu"), 2), _stable(r), _state(r),
         ])
     return tabulate(table, headers=["backend", "recipe", "profile", "mode", "batch", "N", "threads", "samples/s",
                                     "p50 ms", "p99 ms", "CV (robust)", "CPU %", "GPU util %", "GPU MB",
-                                    "other load / core", "stable", "machine"],
+                                    "other load / CPU", "stable", "machine"],
                     tablefmt="github", disable_numparse=True)
 
 
@@ -207,8 +207,8 @@ def perf_sections(rows: list[AnyRow]) -> list[list[str]]:
            "spinning. A run is unstable when its robust latency CV (1.4826 x MAD / median, the one shown) or its "
            "windowed throughput drift exceeds the bound; *drift unchecked*: too few iterations for the drift check "
            "(a slow model stopped by the minimum-iteration rule). *Other load / core*: other processes' runnable "
-           "threads per core during the run; *machine*: **throttled** (GPU clock event reasons: power cap, thermal, "
-           "hardware slowdown) or **host overloaded** (other load per core above `--perf-max-load`) rows are "
+           "threads per CPU during the run; *machine*: **throttled** (GPU clock event reasons: power cap, thermal, "
+           "hardware slowdown) or **host overloaded** (other load per CPU above `--perf-max-load`) rows are "
            "not quotable.", ""]
     for model, rs in by_model(perf).items():
         out += [f"### {model}", "", perf_table(rs), ""]

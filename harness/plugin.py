@@ -64,7 +64,7 @@ _OPTIONS: list[tuple[str, str, str, Any]] = [
     ("perf_min_iters", "iterations each perf measurement has at least", "int", "20"),
     ("perf_max_cv", "robust latency CV above which a perf run is marked unstable", "float", "0.25"),
     ("perf_max_drift", "windowed throughput drift above which a perf run is marked unstable", "float", "0.2"),
-    ("perf_max_load", "other processes' runnable threads per core above which the host is overloaded and a perf "
+    ("perf_max_load", "other processes' runnable threads per CPU above which the host is overloaded and a perf "
      "row is flagged", "float", "1.0"),
     ("perf_sync", "GPU: how the host waits for the device: spin (CUDA's default), block (blocking-sync event), or "
      "spin,block", "list", "spin"),

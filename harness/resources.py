@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from .environment import cpu_count
-from .machine_state import GpuReader, HostReader, MachineState
+from .machine_state import GpuReader, HostReader, MachineState, machine_cpus
 
 
 class ResourceMonitor:
@@ -28,7 +28,7 @@ class ResourceMonitor:
     state) and ``flags`` (why the window's numbers cannot be quoted) hold the window's summary.
 
     ``nvml`` and ``host`` replace the readers (pynvml, ``/proc``) with others giving the same answers: tests
-    inject readings through them. ``max_load``: other processes' runnable threads per core above which the
+    inject readings through them. ``max_load``: other processes' runnable threads per CPU above which the
     host counts as overloaded."""
 
     def __init__(self, interval: float = 0.1, gpu_index: int | None = None, *, nvml: Any = None,
@@ -42,7 +42,7 @@ class ResourceMonitor:
         self._thread: threading.Thread | None = None
         self._rss_peak = 0
         self._gpu: GpuReader | None = None
-        self._state = MachineState(cores=cpu_count(), max_load=max_load)
+        self._state = MachineState(cores=machine_cpus(), max_load=max_load)
         self.result: dict[str, Any] = {}
         self.state: dict[str, Any] = {}
         self.flags: list[str] = []
@@ -54,7 +54,7 @@ class ResourceMonitor:
         self._cpu0 = self._proc.cpu_times()
         self._t0 = time.perf_counter()
         self._stop.clear()
-        self._state = MachineState(cores=cpu_count(), max_load=self.max_load)
+        self._state = MachineState(cores=machine_cpus(), max_load=self.max_load)
         mhz = self._host.cpu_mhz()
         if mhz:
             self._state.cpu_mhz.append(mhz)

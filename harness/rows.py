@@ -226,9 +226,7 @@ class PerfRow(Row):
     unstable_reasons: list[str] = field(default_factory=list)
     stability_notes: list[str] = field(default_factory=list)  # what the verdict could not check (drift)
     gpu_ms: dict[str, float] | None = None  # device compute time per request (mean, p50, p99), from events
-    # trtexec's breakdown from a pass after the window (harness.breakdown): per part ("h2d", "compute",
-    # "d2h", "enqueue", "latency") mean / p50 / p99 in ms, and "iterations"
-    breakdown_ms: dict[str, Any] | None = None
+    breakdown_ms: dict[str, Any] | None = None  # trtexec's breakdown by part, ms (harness.breakdown)
     throughput_compute: float | None = None  # samples / s from the compute time alone (transfers excluded)
     throughput_transfers: float | None = None  # samples / s one request at a time with both copies
     runner: dict[str, Any] = field(default_factory=dict)
@@ -237,8 +235,7 @@ class PerfRow(Row):
     state_flags: list[str] = field(default_factory=list)  # why not to quote it: GPU throttled, host overloaded
 
     def key(self) -> tuple[str, ...]:
-        # how the host waits is part of the configuration; a row without a sync (CPU rows, rows written before
-        # the field existed) waits as the default, "spin", does
+        # a row without a sync (the CPU's, or written before the field) is keyed as the default, spin
         return (*super().key(), self.sync or "spin")
 
     @property

@@ -35,7 +35,7 @@ class PerfSettings:
     min_iters: int = 20
     max_cv: float = 0.25  # robust latency CV above which a run is unstable
     max_drift: float = 0.20  # windowed throughput drift above which a run is unstable
-    max_load: float = 1.0  # other processes' runnable threads per core above which the host is overloaded
+    max_load: float = 1.0  # other processes' runnable threads per CPU above which the host is overloaded
     sync: list[str] = field(default_factory=lambda: ["spin"])  # GPU: how the host waits (spin, block)
     resident: list[bool] = field(default_factory=lambda: [True])
     cuda_graph: list[bool] = field(default_factory=lambda: [False])

@@ -35,7 +35,7 @@ def test_the_perf_sweep_writes_rows_and_the_report_tables(project):
     else:
         assert re.search(r"\| ranker +\| ort_cpu +\| fp32 +\| – +\| none: no quotable row of 6", report)
     for r in rows:  # the machine's state is in every row, the host's at least
-        assert r["state"]["host_cores"] == r["env"]["cores"] and r["state"]["host_other_load_per_core"] >= 0
+        assert r["state"]["host_cpus"] >= r["env"]["cores"] and r["state"]["host_other_load_per_cpu"] >= 0
         assert "sync" not in r and r["setup"] == default_setup("ort_cpu").describe(gpu=False)
     assert {r["id"] for r in rows} == {f"ranker-ort_cpu-fp32-dynamic-{m}-b{b}{'' if m == 'serial' else '-n2'}"
                                        for m in ("serial", "multistream", "threadpool") for b in (1, 64)}
@@ -55,7 +55,7 @@ def test_rows_measured_on_an_overloaded_host_are_flagged_warned_about_and_never_
     result.assert_outcomes(passed=2)
     rows = project.results()
     for r in rows:
-        load = r["state"]["host_other_load_per_core"]
+        load = r["state"]["host_other_load_per_cpu"]
         assert bool(r.get("state_flags")) == (load > 0), r
         assert r["policy"]["max_load"] == 0
     flagged = [r for r in rows if r.get("state_flags")]

@@ -10,8 +10,7 @@ import types
 
 import pytest
 
-from harness.environment import cpu_count
-from harness.machine_state import HostReader
+from harness.machine_state import HostReader, machine_cpus
 from harness.resources import ResourceMonitor
 
 
@@ -114,25 +113,25 @@ def test_an_idle_gpu_between_launches_is_recorded_but_not_throttling():
 
 @pytest.mark.parametrize("others, bound, flagged", [(0.0, 1.0, False), (1.0, 1.0, False), (1.5, 1.0, True), (0.5, 0.25, True)])
 def test_a_host_whose_other_processes_keep_more_threads_runnable_than_the_bound_is_flagged(others, bound, flagged):
-    cores = cpu_count()
+    cores = machine_cpus()
     own = 3  # the harness's own runnable threads never count against it
     host = FakeHost(total=own + round(others * cores), own=own)
     mon = watch(ResourceMonitor(interval=0.005, host=host, max_load=bound))
-    load = mon.state["host_other_load_per_core"]
+    load = mon.state["host_other_load_per_cpu"]
     assert load == pytest.approx(round(others * cores) / cores)
     assert bool(mon.flags) == flagged
     if flagged:
         assert mon.flags == [f"host overloaded: other processes kept {load * cores:.1f} threads runnable on {cores} "
-                             f"cores ({load:.2f} per core > {bound:g})"]
+                             f"CPUs ({load:.2f} per CPU > {bound:g})"]
     assert mon.state["host_cpu_mhz"] == 3000.0 and mon.state["host_load_1m"] == 0.5
     assert "gpu_samples" not in mon.state  # no GPU asked for: no GPU state
 
 
 def test_without_linuxs_runnable_count_the_load_average_less_the_harnesss_own_use_decides():
-    cores = cpu_count()
+    cores = machine_cpus()
     mon = watch(ResourceMonitor(interval=0.005, host=FakeHost(-1, 0, load=3.0 * cores + 5, mhz=None)))
     assert mon.state["host_other_load_from"] == "load average"
-    assert mon.state["host_other_load_per_core"] > 2.0 and mon.flags[0].startswith("host overloaded")
+    assert mon.state["host_other_load_per_cpu"] > 2.0 and mon.flags[0].startswith("host overloaded")
     assert "host_cpu_mhz" not in mon.state
 
 

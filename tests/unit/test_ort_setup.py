@@ -88,7 +88,7 @@ def test_the_setup_is_recorded_in_the_perf_row_and_a_cpu_refuses_a_blocking_wait
     hs = HarnessSession(settings)
     row = check_perf(hs, PerfCase("ranker", "ort_cpu", "fp32", "dynamic", "serial", 1))
     assert row.setup == {"engine": "source", "load": "all"} and row.sync is None and row.throughput > 0
-    assert row.state["host_cores"] >= 1 and "host_other_load_per_core" in row.state
+    assert row.state["host_cpus"] >= 1 and "host_other_load_per_cpu" in row.state
     with pytest.raises(ModeUnsupported, match="--perf-sync block: ort_cpu computes on the calling thread"):
         check_perf(hs, PerfCase("ranker", "ort_cpu", "fp32", "dynamic", "serial", 1, sync="block"))
     assert hs.last_row.status == "skipped" and hs.last_row.sync == "block"

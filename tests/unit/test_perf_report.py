@@ -7,7 +7,7 @@ from harness.perf_report import best_table, breakdown_table, gpu_state_table, pe
 from harness.rows import PerfRow
 
 THROTTLED = "GPU throttled: thermal (hardware) in 40 % of samples (SM clock down to 1410 MHz)"
-OVERLOADED = "host overloaded: other processes kept 9.0 threads runnable on 2 cores (4.50 per core > 1)"
+OVERLOADED = "host overloaded: other processes kept 9.0 threads runnable on 2 CPUs (4.50 per CPU > 1)"
 
 
 def row(mode="serial", batch=1, rate=100.0, *, n=1, stable=True, flags=(), cv=0.05, cv_robust=0.02, notes=(),
@@ -16,7 +16,7 @@ def row(mode="serial", batch=1, rate=100.0, *, n=1, stable=True, flags=(), cv=0.
                    concurrency=n, throughput=rate, status="pass" if stable else "unstable", stable=stable,
                    unstable_reasons=[] if stable else ["latency CV 0.41 (robust) > 0.25"], cv=cv, cv_robust=cv_robust,
                    state_flags=list(flags), stability_notes=list(notes), latency_ms={"p50": 1.0, "p99": 2.0},
-                   state={"host_other_load_per_core": 0.2}, **more)
+                   state={"host_other_load_per_cpu": 0.2}, **more)
 
 
 def best_config(text: str) -> str:
