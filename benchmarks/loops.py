@@ -12,6 +12,7 @@ loop of n iterations is timed with ``perf_counter`` around it.
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import sys
@@ -146,6 +147,26 @@ class Series:
     @property
     def median(self) -> float:
         return statistics.median(self.rates) if self.rates else float("nan")
+
+
+def median_ci(values: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """(low, median, high): the median and a distribution-free confidence interval for it, from order
+    statistics (the number of values below the true median is binomial(n, 1/2)); the bounds are NaN where
+    there are too few values for that confidence (fewer than 6 for 95 %)."""
+    x = sorted(v for v in values if not math.isnan(v))
+    n = len(x)
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    med = statistics.median(x)
+    # [x_k, x_(n-1-k)] (0-based) misses the median with probability 2 P(Binomial(n, 1/2) <= k): the largest k
+    # that keeps that within 1 - confidence
+    tail, k, cum = (1.0 - confidence) / 2.0, -1, 0.0
+    for j in range((n + 1) // 2):
+        cum += math.comb(n, j) / 2.0**n
+        if cum > tail:
+            break
+        k = j
+    return (x[k], med, x[n - 1 - k]) if k >= 0 else (math.nan, med, math.nan)
 
 
 def machine() -> dict[str, Any]:

@@ -11,8 +11,11 @@ ONNX Runtime's own stream): the fp32 accuracy gate of each model (its evaluation
 reference within its fp32 budgets, as ``pytest -m accuracy`` runs it) and a serial perf row per configuration
 (model x batch 1, opt, max) with ``--ort-setup`` set to the variant, interleaved with the user's loop
 (benchmarks/loops.py) in every repetition; medians. Prints samples/s per configuration and variant with its
-ratio over the user's loop, each variant's geometric mean over the user's loop, and the fastest variant that
-passed every gate: the one ``DEFAULTS`` in harness/backends/ort_setup.py should hold for this backend.
+ratio over the user's loop, each variant's geometric mean over the user's loop, and each variant against the
+backend's current default: the median of the paired ratios (the two measured in the same repetition) over
+every configuration and repetition, with a distribution-free 95 % confidence interval. The verdict names the
+fastest variant that passed every gate and is faster than the default beyond doubt (the whole interval above
+1), or keeps the default: the one ``DEFAULTS`` in harness/backends/ort_setup.py should hold for this backend.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.loops import Series, UserLoop, configs, machine, row_path, session, temp_report_dir  # noqa: E402
+from benchmarks.loops import Series, UserLoop, configs, machine, median_ci, row_path, session, temp_report_dir  # noqa: E402
 from harness.backends import get_backend  # noqa: E402
 from harness.backends.ort_setup import default_setup, variants  # noqa: E402
 from harness.checks import AccuracyGateFailure, check_accuracy  # noqa: E402
@@ -105,25 +108,38 @@ def main() -> int:
             f"{n} {data[c][n].median:12,.1f} ({data[c][n].median / u:.3f})" for n in names))
     passed = [n for n in names if all(v.split()[0] in ("pass", "unbudgeted") for v in accuracy[n].values())]
     current = default_setup(args.backend)
+    default = next((n for n in names if every[n] == current), None)
+    versus: dict[str, tuple[float, float, float]] = {}
     for n in names:
-        mark = " (the current default)" if every[n] == current else ""
+        if default is not None:  # paired: the variant and the default measured in the same repetition
+            versus[n] = median_ci([a / b for c in cfgs for a, b in zip(data[c][n].rates, data[c][default].rates)
+                                   if b > 0 and not math.isnan(a)])
+        vs = (f"  over the default {versus[n][1]:.3f} (95 % CI {versus[n][0]:.3f}-{versus[n][2]:.3f})"
+              if n in versus and n != default else "  (the current default)" if n == default else "")
         print(f"{n:34s} geometric mean over the user's loop {geo[n]:.3f}  accuracy "
-              f"{'pass' if n in passed else 'FAILS'}{mark}")
-    ranked = [n for n in sorted(passed, key=lambda n: -geo[n]) if not math.isnan(geo[n])]
-    best = ranked[0] if ranked else None
+              f"{'pass' if n in passed else 'FAILS'}{vs}")
+    # a variant replaces the default only when it is faster beyond doubt; among those, the fastest
+    better = [n for n in passed if n != default and n in versus and versus[n][0] > 1.0]
+    best = max(better, key=lambda n: versus[n][1]) if better else (default if default in passed else None)
+    if best is None:
+        ranked = [n for n in sorted(passed, key=lambda n: -geo[n]) if not math.isnan(geo[n])]
+        best = ranked[0] if ranked else None
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "ort_setup.json").write_text(json.dumps({
             "backend": args.backend, "machine": m, "seconds": args.seconds, "reps": args.reps,
             "variants": {n: every[n].describe(gpu=gpu) for n in names}, "accuracy": accuracy, "geomean": geo,
-            "fastest_correct": best,
+            "over_default": {n: list(v) for n, v in versus.items()}, "fastest_correct": best,
             "configs": [{"model": c.model, "batch": c.batch, "which": c.which,
                          **{s: data[c][s].rates for s in sides}} for c in cfgs]}, indent=1))
     if best is None:
         print("no variant passed every accuracy gate")
         return 1
-    print(f"fastest correct setup: {best} = {every[best].describe(gpu=gpu)} "
-          f"({geo[best]:.3f}x the user's loop, geometric mean)")
+    why = ("no variant is faster than the default beyond doubt: keep it" if best == default else
+           f"faster than the default {default} beyond doubt: {versus[best][1]:.3f}x (95 % CI {versus[best][0]:.3f}-"
+           f"{versus[best][2]:.3f})" if best in versus else "the default is not among the variants measured")
+    print(f"fastest correct setup: {best} = {every[best].describe(gpu=gpu)} ({geo[best]:.3f}x the user's loop, "
+          f"geometric mean; {why})")
     return 0
 
 

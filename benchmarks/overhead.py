@@ -12,8 +12,8 @@ with ORT_ENABLE_ALL, ONNX Runtime's own stream and threads, a fresh session per 
 around the loop). Every configuration (model x batch 1, opt, max of its dynamic profile) runs both sides in
 every repetition, the side that goes first alternating. Printed for each: the ratio of the two sides'
 medians, and the median of the per-repetition ratios (each pair measured within a second or two of each
-other, so that a load that comes and goes on a shared machine cancels out of it: the verdict); the worst
-last. ``--diagnose`` adds two more sides that say where a gap comes from: the bare loop on the
+other, so that a load that comes and goes on a shared machine cancels out of it: the verdict) with a
+distribution-free 95 % confidence interval; the worst last. ``--diagnose`` adds two more sides that say where a gap comes from: the bare loop on the
 harness's own runner (its engine and session setup, no mode, no monitor) and the row path with the monitor
 idle (no samples but the first and the last). Exit status 1 when the worst ratio is below ``--target``.
 """
@@ -22,14 +22,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.loops import Config, Series, UserLoop, configs, feeds, machine, row_path, session, temp_report_dir  # noqa: E402
+from benchmarks.loops import (  # noqa: E402
+    Config,
+    Series,
+    UserLoop,
+    configs,
+    feeds,
+    machine,
+    median_ci,
+    row_path,
+    session,
+    temp_report_dir,
+)
 from harness.backends import RunnerOptions, get_backend  # noqa: E402
 from harness.recipes import apply_recipe  # noqa: E402
 from harness.resources import ResourceMonitor  # noqa: E402
@@ -117,7 +127,7 @@ def main() -> int:
     results = []
     for c in cfgs:
         d = data[c]
-        paired = statistics.median(h / u for h, u in zip(d["row"].rates, d["user"].rates))
+        lo, paired, hi = median_ci([h / u for h, u in zip(d["row"].rates, d["user"].rates)])
         ratio = d["row"].median / d["user"].median
         extra = ""
         if args.diagnose:
@@ -126,11 +136,12 @@ def main() -> int:
                      f"  row, monitor idle / row {d['row, monitor idle'].median / d['row'].median:.3f}")
         loads = sorted(other_load[c])
         load = loads[len(loads) // 2] if loads else None
-        print(f"{c.label:28s} row {d['row'].median:12,.1f}  user {d['user'].median:12,.1f}  ratio of medians "
-              f"{ratio:.3f}  paired {paired:.3f}  (reps {' '.join(f'{h / u:.2f}' for h, u in zip(d['row'].rates, d['user'].rates))})"
-              f"  other load/core {load if load is None else round(load, 2)}{extra}")
-        results.append({"model": c.model, "batch": c.batch, "which": c.which, "ratio": paired,
-                        "ratio_of_medians": ratio, "other_load_per_core": load, **{s: d[s].rates for s in sides}})
+        reps = " ".join(f"{h / u:.2f}" for h, u in zip(d["row"].rates, d["user"].rates))
+        print(f"{c.label:28s} row {d['row'].median:12,.1f}  user {d['user'].median:12,.1f}  ratio {paired:.3f} "
+              f"(95 % CI {lo:.3f}-{hi:.3f}; ratio of medians {ratio:.3f}; other load/CPU "
+              f"{'–' if load is None else f'{load:.2f}'})  reps {reps}{extra}")
+        results.append({"model": c.model, "batch": c.batch, "which": c.which, "ratio": paired, "ci": [lo, hi],
+                        "ratio_of_medians": ratio, "other_load_per_cpu": load, **{s: d[s].rates for s in sides}})
     print(f"load average before {before['load_avg']}, after {after['load_avg']} ({before['cores']} cores)")
     worst = min(results, key=lambda r: r["ratio"])
     if args.out:
@@ -139,7 +150,8 @@ def main() -> int:
             {"backend": args.backend, "sync": args.sync, "seconds": args.seconds, "reps": args.reps,
              "machine_before": before, "machine_after": after, "configs": results}, indent=1))
     print(f"worst: {worst['model']} b{worst['batch']}: row / user's loop = {worst['ratio']:.3f} (median of paired "
-          f"ratios; ratio of medians {worst['ratio_of_medians']:.3f}; target >= {args.target})")
+          f"ratios, 95 % CI {worst['ci'][0]:.3f}-{worst['ci'][1]:.3f}; ratio of medians "
+          f"{worst['ratio_of_medians']:.3f}; target >= {args.target})")
     return 0 if worst["ratio"] >= args.target else 1
 
 

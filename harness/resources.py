@@ -23,6 +23,18 @@ from .environment import cpu_count
 from .machine_state import GpuReader, HostReader, MachineState, machine_cpus
 
 
+def _yield_to_the_measurement() -> None:
+    """Put the sampling thread under Linux's SCHED_IDLE policy: when it wakes it never preempts a thread of
+    normal priority (a runner thread, ONNX Runtime's pool), it runs on a CPU those leave free. On a busy
+    machine a woken sampler would otherwise push one of the measured threads off its CPU, and a parallel
+    operator waits for its slowest thread: up to 8 % of a batch-32 classifier's throughput on 2 loaded CPUs.
+    Where the policy is not available the thread keeps its priority."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined]  # 0: this thread
+    except (AttributeError, OSError):  # not Linux, or not allowed
+        pass
+
+
 class ResourceMonitor:
     """Samples while used as a context manager; afterwards ``result`` (resources), ``state`` (the machine's
     state) and ``flags`` (why the window's numbers cannot be quoted) hold the window's summary.
@@ -75,6 +87,7 @@ class ResourceMonitor:
         return self
 
     def _loop(self) -> None:
+        _yield_to_the_measurement()
         while not self._stop.wait(self.interval):
             self._sample()
 

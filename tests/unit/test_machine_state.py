@@ -157,3 +157,27 @@ def test_the_real_host_reader_counts_this_process_among_the_runnable_threads():
         spinning.set()
         t.join()
     assert max(counts) >= 2  # a busy thread of ours is seen as runnable (at some sample: the GIL alternates)
+
+
+def test_rows_measured_with_injected_readings_are_flagged_and_the_clean_one_wins(tmp_path):
+    from harness.perf import PerfCase, check_perf
+    from harness.perf_report import best_table
+    from harness.session import HarnessSession, PerfSettings, Settings
+    from tests.helpers import FIXTURES
+
+    # bounds that any run meets, so that only the machine's state can keep a row from winning
+    perf = PerfSettings(duration=0.05, warmup=0.01, min_iters=10, max_cv=100.0, max_drift=100.0)
+    hs = HarnessSession(Settings(registry=FIXTURES / "models.toml", report_dir=tmp_path / "r",
+                                 cache_dir=tmp_path / "c", perf=perf))
+    hot = {"sm": 1410, "mw": 690_000, "temp": 90, "reasons": 0x20}
+    busy, calm = FakeHost(total=2 + 3 * machine_cpus(), own=2), FakeHost(total=1, own=1)
+    runs = [(64, ResourceMonitor(interval=0.005, gpu_index=0, nvml=FakeNvml([hot]), host=calm)),
+            (32, ResourceMonitor(interval=0.005, host=busy)),
+            (1, ResourceMonitor(interval=0.005, host=calm))]
+    rows = {b: check_perf(hs, PerfCase("ranker", "ort_cpu", "fp32", "dynamic", "serial", b), monitor=m) for b, m in runs}
+    assert rows[64].state_flags[0].startswith("GPU throttled: thermal (software) in 100 %")
+    assert rows[32].state_flags[0].startswith("host overloaded: other processes kept")
+    assert rows[1].state_flags == [] and rows[1].quotable and not rows[64].quotable and not rows[32].quotable
+    assert rows[64].throughput > rows[1].throughput  # the flagged rows are the faster ones, and still lose
+    text, _ = best_table(list(rows.values()))
+    assert "| serial b1 (dynamic) " in text and "1 throttled, 1 host overloaded" in text
