@@ -95,11 +95,13 @@ class UserLoop:
 
     def __init__(self, backend: str, spec: ModelSpec, batch: int):
         self.backend, self.spec, self.batch = backend, spec, batch
-        self.feeds = feeds(spec, batch)
-        self.per_call: float | None = None
+        self.feeds: dict[str, Any] = {}
 
     def _make(self) -> Callable[[], Any]:
         import onnxruntime as ort
+
+        # a fresh input per repetition, as every row makes its own: a large batch's pages are new on both sides
+        self.feeds = feeds(self.spec, self.batch)
 
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -8,8 +8,9 @@ keep a row from being quoted come from :mod:`harness.machine_state`.
 
 What the sampler costs the measurement: one wake-up per ``interval`` (0.1 s), a few NVML queries and small
 ``/proc`` reads, each of which releases the GIL while the kernel or the driver works; the CPU frequency
-(which reads ``/proc/cpuinfo``, slow on large machines) only at the start and the end.
-``benchmarks/overhead.py`` measures the row path, sampler included, against a bare loop.
+(which reads ``/proc/cpuinfo``, slow on large machines) only at the start and the end. The sampling thread
+runs under SCHED_IDLE, so that its wake-ups never take a CPU from a measured thread.
+``benchmarks/overhead.py`` measures the row path, sampler included, against a user's loop.
 """
 
 from __future__ import annotations
