@@ -61,7 +61,7 @@ def perf_table(rows: list[PerfRow]) -> str:
         res, lat = r.resources, r.latency_ms
         table.append([
             r.backend, r.recipe, r.profile, _mode(r), r.batch, r.concurrency if r.mode != "serial" else 1,
-            r.threads_per_runner or "–", _rate(r.throughput), _f(lat.get("p50")), _f(lat.get("p99")),
+            r.threads_per_runner or ("default" if r.runner.get("physical_cores") else "–"), _rate(r.throughput), _f(lat.get("p50")), _f(lat.get("p99")),
             _f(r.cv_robust, 2), _f(res.get("cpu_util"), 3), _f(res.get("gpu_util"), 3),
             _f(round(res["gpu_mem_peak_mb"])) if res.get("gpu_mem_peak_mb") else "–",
             _f(r.state.get("host_other_load_per_cpu"), 2), _stable(r), _state(r),

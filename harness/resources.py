@@ -31,7 +31,7 @@ def _yield_to_the_measurement() -> None:
     operator waits for its slowest thread: up to 8 % of a batch-32 classifier's throughput on 2 loaded CPUs.
     Where the policy is not available the thread keeps its priority."""
     try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined]  # 0: this thread
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # pid 0: this thread (Linux)
     except (AttributeError, OSError):  # not Linux, or not allowed
         pass
 
