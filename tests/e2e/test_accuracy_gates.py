@@ -78,3 +78,32 @@ def test_the_bundled_model_files_regenerate_byte_for_byte():
     proc = subprocess.run([sys.executable, str(FIXTURES / "make_models.py"), "--check"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("ok ") == 5
+
+
+def test_what_the_run_left_out_is_named_once_per_backend_and_model(project, tmp_path):
+    """Backends this machine cannot run get no cases under the default `auto`; a model whose package is missing
+    gets none either; the terminal summary names each once, with the reason (not a skip per case)."""
+    from harness.backends import BACKENDS, get_backend
+
+    copy_fixture_model("ranker", tmp_path)
+    registry = write_registry(tmp_path, """
+        [models.ranker]
+        path = "ranker.onnx"
+        [models.ranker.inputs.ids]
+        range = [0, 7999]
+        [models.ranker.evaluation]
+        size = 4
+        [models.ranker.profiles]
+        dynamic = { min = "ids:1x8,dense:1x13", opt = "ids:4x8,dense:4x13", max = "ids:8x8,dense:8x13" }
+        [models.shipped]
+        package = "no_such_package_ships_this"
+        path = "models/net.onnx"
+        """)
+    result = project.run("-m", "accuracy", "--recipes=fp32", registry=registry)
+    result.assert_outcomes(passed=1)  # ranker on ort_cpu; nothing generated for the rest, nothing skipped
+    out = result.stdout.str()
+    assert out.count("not run here: model shipped: no cases: its package 'no_such_package_ships_this' is not "
+                     "installed") == 1
+    for name in BACKENDS:
+        reason = get_backend(name).unavailable()
+        assert (f"not run here: backend {name}:" in out) == (reason is not None), name
