@@ -129,9 +129,16 @@ def load_results(path: Path) -> dict[str, Any]:
         path = path / RESULTS
     if not path.is_file():
         raise FileNotFoundError(f"no results at {path}")
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not a harness results file: not JSON ({exc})") from None
     if not isinstance(data, dict) or "rows" not in data:
         raise ValueError(f"{path} is not a harness results file (no 'rows')")
+    rows = data["rows"]
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        what = type(rows).__name__ if not isinstance(rows, list) else "a list with non-object items"
+        raise ValueError(f"{path} is not a harness results file: 'rows' is {what}, expected a list of row objects")
     return data
 
 
