@@ -1,11 +1,13 @@
 """Command line: ``python -m harness run | report | compare | history | models | cache``.
 
-``run``      the main job: the gate suites over the registry's models (ONNX Runtime CPU by default), then
-             REPORT.md; extra arguments after ``--`` go to pytest.
+``run``      the main job, from a project's folder: the registry's gates (the accuracy gates, then the perf
+             sweep) through pytest and the plugin, then REPORT.md. It takes the plugin's options (the same
+             as pytest's ``--registry``, ``--models``...; unset ones come from the project's ini file); extra
+             arguments after ``--`` go to pytest.
 ``report``   merge rows that results.json does not hold yet (after a crash), re-render REPORT.md.
 ``compare``  the changes from a baseline results.json to another; exit 1 on regressions or missing cases.
 ``history``  the nightly history database: ``runs`` (default), ``show CASE``, ``changes``, ``append``.
-``models``   list the registry's models, inputs and profiles.
+``models``   list the registry's models, inputs and profiles (after checking it as a run would).
 ``cache``    show what the engine cache holds.
 
 Exit status: 0 fine, 1 a comparison or change detection found regressions (or missing cases), 2 bad input
@@ -15,40 +17,31 @@ Exit status: 0 fine, 1 a comparison or change detection found regressions (or mi
 from __future__ import annotations
 
 import argparse
+import shlex
 import sqlite3
 import sys
 from pathlib import Path
 
 from .errors import HarnessError
-
-
-def project_root() -> Path:
-    """The checkout that holds the gate suites: the current folder if it has them, else the package's parent."""
-    cwd = Path.cwd()
-    if (cwd / "tests" / "gates").is_dir():
-        return cwd
-    return Path(__file__).resolve().parent.parent
+from .options import OPTIONS, Option
 
 
 def cmd_run(args: argparse.Namespace, passthrough: list[str]) -> int:
     import pytest
 
-    root = project_root()
-    gates = root / "tests" / "gates"
-    if not gates.is_dir():
-        print(f"harness run: no gate suites at {gates}; run it from the project's checkout", file=sys.stderr)
-        return 2
+    from . import plugin
+
     marker = "accuracy" if args.accuracy_only else ("perf" if args.perf_only else "accuracy or perf")
-    argv = [str(gates), "--rootdir", str(root), "-m", marker, "-p", "no:cacheprovider"]
-    if args.backends:
-        argv += ["--backends", args.backends]
-    if args.models:
-        argv += ["--models", args.models]
-    if args.report_dir:
-        argv += ["--report-dir", args.report_dir]
+    argv = ["--gates-only", "-m", marker, "-p", "no:cacheprovider"]
+    for opt in OPTIONS:
+        value = getattr(args, opt.dest)
+        if value:
+            # the --option=VALUE form: pytest never takes the value for a test path
+            argv.append(opt.flag if opt.kind == "flag" else f"{opt.flag}={value}")
     argv += passthrough
-    print("running: pytest " + " ".join(argv), flush=True)
-    return int(pytest.main(argv))
+    print("running: pytest " + shlex.join(argv), flush=True)
+    # the plugin registered up front: its options are known while pytest reads the command line
+    return int(pytest.main(argv, plugins=[plugin]))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -116,9 +109,12 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from .preflight import check_registry
+    from .recipes import all_recipes
     from .registry import load_registry
 
     reg = load_registry(args.registry)
+    check_registry(reg, all_recipes(reg))
     for spec in reg.models.values():
         state = f"  (unavailable: {spec.unavailable})" if spec.unavailable else ""
         print(f"{spec.name}: {spec.path}{state}")
@@ -134,7 +130,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_cache(args: argparse.Namespace) -> int:
     from .cache import Cache, default_root
 
-    root = Path(args.dir) if args.dir else default_root(project_root())
+    root = Path(args.dir) if args.dir else default_root(Path.cwd())
     if not root.exists():
         print(f"{root}: empty")
         return 0
@@ -149,6 +145,14 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metavar(opt: Option) -> str:
+    kind = opt.kind
+    if kind == "str" and opt.choices:
+        return "|".join(opt.choices)
+    return {"path": "PATH", "list": "A,B", "intlist": "N,M", "int": "N", "float": "X", "boollist": "yes,no",
+            "options": "K=V,..."}.get(kind, "VALUE")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     passthrough: list[str] = []
@@ -157,10 +161,15 @@ def main(argv: list[str] | None = None) -> int:
         argv, passthrough = argv[:i], argv[i + 1:]
     ap = argparse.ArgumentParser(prog="harness", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="run the gate suites and write the report")
-    r.add_argument("--backends", help="comma-separated backends (default: ort_cpu, or the ini's)")
-    r.add_argument("--models", help="comma-separated models (default: all)")
-    r.add_argument("--report-dir", help="report folder (default: reports)")
+    r = sub.add_parser("run", help="run the registry's gates and write the report",
+                       description="Run the registry's gates through pytest and the harness plugin, from the "
+                       "project's folder; options left out come from its ini file (harness_<name>). Arguments "
+                       "after -- go to pytest, e.g. -- -n 4 or -- -k classifier.")
+    for opt in OPTIONS:
+        if opt.kind == "flag":
+            r.add_argument(opt.flag, dest=opt.dest, action="store_true", help=opt.help)
+        else:
+            r.add_argument(opt.flag, dest=opt.dest, metavar=_metavar(opt), help=opt.help)
     g = r.add_mutually_exclusive_group()
     g.add_argument("--accuracy-only", action="store_true", help="skip the perf sweep")
     g.add_argument("--perf-only", action="store_true", help="skip the accuracy gates")

@@ -12,8 +12,10 @@ calibrated on.
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -30,6 +32,32 @@ class Batch:
     index: int  # index of the batch's first sample in the set
     count: int  # real samples in the batch (the rest, if any, is padding for a fixed batch size)
     feeds: dict[str, np.ndarray]
+
+
+def read_npz(path: Path, names: list[str]) -> tuple[dict[str, np.ndarray], set[str]]:
+    """The arrays ``names`` of a samples ``.npz`` (those it has) and every array name in it; HarnessError naming
+    the file (and the array) when it is not a readable ``.npz`` of plain numeric arrays."""
+    # np.load takes any file that is not a zip (or .npy) for a pickle, and refuses it as "pickled data"
+    if not zipfile.is_zipfile(path):
+        raise HarnessError(f"{path} is not a .npz file (not a zip archive); write the samples with numpy.savez, "
+                           "one array per input")
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            keys = set(data.files)
+            for name in names:
+                if name not in keys:
+                    continue
+                try:
+                    arrays[name] = data[name]
+                except ValueError as exc:
+                    if "allow_pickle" not in str(exc):
+                        raise
+                    raise HarnessError(f"{path}: array {name!r} holds Python objects (a pickle), which the harness "
+                                       "never loads; store plain numeric arrays, one per input") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise HarnessError(f"{path} cannot be read as a .npz file: {exc}") from None
+    return arrays, keys
 
 
 def per_sample_shape(spec: InputSpec, shape: Shape) -> Shape:
@@ -101,8 +129,8 @@ class SampleSet:
         self._arrays: dict[str, np.ndarray] | None = None
         if real:
             assert spec.samples is not None
-            with np.load(spec.samples.path, allow_pickle=False) as data:
-                arrays = {k: _from_storage(data[k], spec.inputs[k]) for k in spec.inputs}
+            stored, _ = read_npz(spec.samples.path, list(spec.inputs))
+            arrays = {k: _from_storage(stored[k], spec.inputs[k]) for k in spec.inputs}
             total = next(iter(arrays.values())).shape[0]
             reserve = spec.calibration_size
             if total <= reserve:

@@ -16,7 +16,8 @@ import numpy as np
 
 from .budgets import Budget, OutputConfig
 from .conditions import Condition, ConditionError, DeviceExpr
-from .errors import ProfileError, RegistryError
+from .data import read_npz
+from .errors import HarnessError, ProfileError, RegistryError
 from .profiles import Profile
 from .spec import (
     DISTRIBUTIONS,
@@ -52,7 +53,9 @@ def load_registry(path: str | Path) -> Registry:
     recipes = data.get("recipes", {})
     if not isinstance(recipes, dict):
         raise RegistryError(src, None, "recipes", "must be a table of named recipes")
-    default_recipes = defaults.get("recipes", ["fp32"])
+    default_recipes = _recipe_names(defaults.get("recipes", ["fp32"]), src, None, "defaults.recipes")
+    if defaults.get("perf_recipes") is not None:
+        _recipe_names(defaults["perf_recipes"], src, None, "defaults.perf_recipes")
     models_raw = data.get("models", {})
     if not models_raw:
         raise RegistryError(src, None, "models", "the registry defines no models")
@@ -62,7 +65,8 @@ def load_registry(path: str | Path) -> Registry:
             raise RegistryError(src, name, None, "must be a table")
         models[name] = _parse_model(name, entry, path.parent, src, default_budgets)
     perf_recipes = defaults.get("perf_recipes")
-    return Registry(path, models, recipes, list(default_recipes), list(perf_recipes) if perf_recipes else None)
+    return Registry(path, models, recipes, list(default_recipes), list(perf_recipes) if perf_recipes else None,
+                    default_budgets=default_budgets)
 
 
 _MODEL_KEYS = {"path", "package", "sha256", "reference", "description", "inputs", "outputs", "profiles",
@@ -99,8 +103,9 @@ def _parse_model(name: str, entry: dict, base: Path, src: str, default_budgets: 
         reference_path = reference_path.resolve()
         if not reference_path.is_file():
             raise RegistryError(src, name, "reference", f"reference ONNX file not found: {reference_path}")
+    own_budgets = _parse_budgets(entry.get("budgets", {}), src, name, "budgets")
     budgets = dict(default_budgets)
-    budgets.update(_parse_budgets(entry.get("budgets", {}), src, name, "budgets"))
+    budgets.update(own_budgets)
     known = _parse_known(entry.get("known_failures", {}), src, name, "known_failures")
     scopes = _parse_scopes(entry.get("where", []), src, name)
 
@@ -138,7 +143,7 @@ def _parse_model(name: str, entry: dict, base: Path, src: str, default_budgets: 
         samples=samples,
         calibration_size=_positive_int(calibration.get("size", 32), src, name, "calibration.size"),
         calibration_source=cal_source,
-        recipes=entry.get("recipes"),
+        recipes=_recipe_names(entry["recipes"], src, name, "recipes") if "recipes" in entry else None,
         description=entry.get("description", ""),
         unavailable=unavailable,
         sha256=spec_sha,
@@ -148,27 +153,34 @@ def _parse_model(name: str, entry: dict, base: Path, src: str, default_budgets: 
     )
     if unavailable is not None:
         return spec
-    graph_inputs, graph_outputs = _onnx_io(model_path, src, name)
+    graph_inputs, graph_outputs = _onnx_io(model_path, src, name, "path")
     if reference_path is not None:
-        ref_in, ref_out = _onnx_io(reference_path, src, name)
+        ref_in, ref_out = _onnx_io(reference_path, src, name, "reference")
         if set(ref_in) != set(graph_inputs) or set(ref_out) != set(graph_outputs):
             raise RegistryError(src, name, "reference", f"{reference_path.name} has inputs {sorted(ref_in)} and outputs "
                                 f"{sorted(ref_out)}; the model has {sorted(graph_inputs)} and {sorted(graph_outputs)}")
     spec.inputs = _parse_inputs(entry.get("inputs", {}), graph_inputs, src, name)
     spec.outputs, spec.output_batch_axes = _parse_outputs(entry.get("outputs", {}), graph_outputs, spec, src, name)
+    _check_budget_outputs(own_budgets, default_budgets, scopes, list(graph_outputs), src, name)
     spec.profiles = _parse_profiles(entry.get("profiles", {}), spec, src, name)
     if samples is not None:
         _check_samples(samples, spec, src, name)
     return spec
 
 
-def _onnx_io(path: Path, src: str, name: str) -> tuple[dict[str, tuple[Any, tuple[Dim | None, ...]]], dict[str, tuple[Any, tuple[Dim | None, ...]]]]:
+def _onnx_io(path: Path, src: str, name: str, fld: str) -> tuple[dict[str, tuple[Any, tuple[Dim | None, ...]]], dict[str, tuple[Any, tuple[Dim | None, ...]]]]:
     import onnx
 
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises several types for a bad file
-        raise RegistryError(src, name, "path", f"{path} is not a readable ONNX model: {exc}") from None
+        raise RegistryError(src, name, fld, f"{path} is not a readable ONNX model: {exc}") from None
+    try:
+        # by path, so that a model with external data or over 2 GB is checked whole
+        onnx.checker.check_model(str(path))
+    except Exception as exc:  # ValidationError, or a bad external-data reference
+        first = " ".join(str(exc).split())
+        raise RegistryError(src, name, fld, f"{path} fails the ONNX checker: {first}") from None
     inits = {i.name for i in model.graph.initializer}
 
     def io(values: Any) -> dict[str, tuple[Any, tuple[Dim | None, ...]]]:
@@ -332,26 +344,33 @@ def _check_named_dims_agree(prof: Profile, spec: ModelSpec, src: str, name: str,
 
 
 def _check_samples(samples: SampleSource, spec: ModelSpec, src: str, name: str) -> None:
-    with np.load(samples.path, allow_pickle=False) as data:
-        keys = set(data.files)
-        missing = [i for i in spec.inputs if i not in keys]
-        if missing:
-            raise RegistryError(src, name, "evaluation.samples", f"{samples.path} has no array for input(s) "
-                                f"{', '.join(missing)} (it has {', '.join(sorted(keys))})")
-        counts = set()
-        for inp, ispec in spec.inputs.items():
-            arr = data[inp]
-            if not np.can_cast(arr.dtype, ispec.dtype, casting="safe"):
-                raise RegistryError(src, name, "evaluation.samples", f"{samples.path}: array {inp!r} has dtype "
-                                    f"{arr.dtype}, which does not convert safely to the input's {ispec.dtype}")
-            per_sample = [d for i, d in enumerate(ispec.dims) if i != ispec.batch_axis]
-            if arr.ndim != len(per_sample) + 1 or any(isinstance(d, int) and d != s for d, s in zip(per_sample, arr.shape[1:])):
-                raise RegistryError(src, name, "evaluation.samples", f"{samples.path}: array {inp!r} has shape "
-                                    f"{arr.shape}; expected (samples, {', '.join(map(str, per_sample))})")
-            counts.add(arr.shape[0])
-        if len(counts) != 1:
-            raise RegistryError(src, name, "evaluation.samples", f"{samples.path}: inputs have different sample "
-                                f"counts {sorted(counts)}")
+    try:
+        arrays, keys = read_npz(samples.path, list(spec.inputs))
+    except HarnessError as exc:
+        raise RegistryError(src, name, "evaluation.samples", str(exc)) from None
+    _check_sample_arrays(samples, arrays, keys, spec, src, name)
+
+
+def _check_sample_arrays(samples: SampleSource, data: dict[str, np.ndarray], keys: set[str], spec: ModelSpec,
+                         src: str, name: str) -> None:
+    missing = [i for i in spec.inputs if i not in keys]
+    if missing:
+        raise RegistryError(src, name, "evaluation.samples", f"{samples.path} has no array for input(s) "
+                            f"{', '.join(missing)} (it has {', '.join(sorted(keys))})")
+    counts = set()
+    for inp, ispec in spec.inputs.items():
+        arr = data[inp]
+        if not np.can_cast(arr.dtype, ispec.dtype, casting="safe"):
+            raise RegistryError(src, name, "evaluation.samples", f"{samples.path}: array {inp!r} has dtype "
+                                f"{arr.dtype}, which does not convert safely to the input's {ispec.dtype}")
+        per_sample = [d for i, d in enumerate(ispec.dims) if i != ispec.batch_axis]
+        if arr.ndim != len(per_sample) + 1 or any(isinstance(d, int) and d != s for d, s in zip(per_sample, arr.shape[1:])):
+            raise RegistryError(src, name, "evaluation.samples", f"{samples.path}: array {inp!r} has shape "
+                                f"{arr.shape}; expected (samples, {', '.join(map(str, per_sample))})")
+        counts.add(arr.shape[0])
+    if len(counts) != 1:
+        raise RegistryError(src, name, "evaluation.samples", f"{samples.path}: inputs have different sample "
+                            f"counts {sorted(counts)}")
 
 
 def _parse_budgets(raw: Any, src: str, model: str | None, fld: str) -> dict[str, list[Budget]]:
@@ -411,6 +430,26 @@ def _parse_scopes(raw: Any, src: str, model: str) -> list[Scope]:
             raise RegistryError(src, model, f"{fld}.why", f"must be a string, got {why!r}")
         scopes.append(Scope(Condition(tuple(backends), device), budgets, known, why))
     return scopes
+
+
+def _recipe_names(raw: Any, src: str, model: str | None, fld: str) -> list[str]:
+    """A list of recipe names (whether each names a recipe is checked once the recipes are known: preflight)."""
+    if not isinstance(raw, list) or not all(isinstance(r, str) and r for r in raw):
+        raise RegistryError(src, model, fld, f"must be a list of recipe names, e.g. [\"fp32\", \"fp16\"], got {raw!r}")
+    return list(raw)
+
+
+def _check_budget_outputs(own: dict[str, list[Budget]], defaults: dict[str, list[Budget]], scopes: list[Scope],
+                          outputs: list[str], src: str, model: str) -> None:
+    """A budget that names an output ([OUTPUT]) must name one of the model's."""
+    tables = [(f"budgets.{r}", b) for r, b in own.items()]
+    tables += [(f"defaults.budgets.{r}", b) for r, b in defaults.items() if r not in own]
+    tables += [(f"where[{i}].budgets.{r}", b) for i, sc in enumerate(scopes) for r, b in sc.budgets.items()]
+    for fld, budgets in tables:
+        for b in budgets:
+            if b.output is not None and b.output not in outputs:
+                raise RegistryError(src, model, fld, f"budget {b.label!r} names output {b.output!r}; the model's "
+                                    f"outputs are {', '.join(outputs)}")
 
 
 def _only_keys(entry: Any, allowed: set[str], src: str, model: str | None, fld: str) -> None:

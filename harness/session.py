@@ -43,7 +43,7 @@ class PerfSettings:
 
 @dataclass
 class Settings:
-    registry: Path
+    registry: Path | None  # None: no registry configured (the plugin then generates no cases)
     report_dir: Path
     cache_dir: Path
     models: list[str] | None = None
@@ -58,6 +58,11 @@ class Settings:
     reference_device: str = "cpu"
     trt_options: dict[str, Any] = field(default_factory=dict)  # builder options for tensorrt / tensorrt_rtx
     perf: PerfSettings = field(default_factory=PerfSettings)
+    # where each option's value came from, for messages: "--profiles", "harness_profiles in pyproject.toml"
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def source(self, dest: str) -> str:
+        return self.sources.get(dest, "--" + dest.replace("_", "-"))
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,8 @@ class AccuracyCase:
 
 
 AUTO = "auto"
+NO_REGISTRY = ("no model registry: name one with harness_registry in the ini file ([tool.pytest.ini_options] in "
+               "pyproject.toml) or with --registry")
 
 
 def new_run_id() -> str:
@@ -95,6 +102,8 @@ class HarnessSession:
 
     @functools.cached_property
     def registry(self) -> Registry:
+        if self.settings.registry is None:
+            raise HarnessError(NO_REGISTRY)
         return load_registry(self.settings.registry)
 
     @functools.cached_property

@@ -168,6 +168,8 @@ class Registry:
     recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
     default_recipes: list[str] = field(default_factory=lambda: ["fp32"])
     perf_recipes: list[str] | None = None  # the recipes perf sweeps time by default (None: all)
+    # [defaults.budgets], already merged into every model's budgets; kept to name them in messages
+    default_budgets: dict[str, list[Budget]] = field(default_factory=dict)
 
 
 def file_sha256(path: Path) -> str:
