@@ -158,12 +158,13 @@ def test_cli_names_a_bad_file_in_one_line_and_exits_2(tmp_path, capsys, content,
 
 def test_a_file_whose_rows_are_not_a_list_is_named_in_one_line(tmp_path, capsys):
     good = tmp_path / "good.json"
-    good.write_text(json.dumps({"rows": [acc("pass", 0.004)]}))
+    good.write_text(json.dumps({"rows": [acc("pass", 0.004).to_dict()]}))
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"rows": {"a": 1}}))
     assert main(["compare", str(good), str(bad)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"harness compare: {bad} is not a harness results file: 'rows' is dict, expected a list of row objects"
+    assert err == f"harness compare: {bad}: 'rows' is not a list (it is dict)"
     bad.write_text(json.dumps({"rows": [1, 2]}))
     assert main(["compare", str(good), str(bad)]) == 2
-    assert "'rows' is a list with non-object items" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"harness compare: {bad} rows[0]: ") and len(err.splitlines()) == 1
