@@ -32,7 +32,10 @@ def cmd_run(args: argparse.Namespace, passthrough: list[str]) -> int:
     from . import plugin
 
     marker = "accuracy" if args.accuracy_only else ("perf" if args.perf_only else "accuracy or perf")
-    argv = ["--gates-only", "-m", marker, "-p", "no:cacheprovider"]
+    # the harness package is imported already (this command is part of it): pytest cannot assert-rewrite it,
+    # and says so once per run; nothing of it needs rewriting
+    argv = ["--gates-only", "-m", marker, "-p", "no:cacheprovider",
+            "-W", "ignore::pytest.PytestAssertRewriteWarning"]
     for opt in OPTIONS:
         value = getattr(args, opt.dest)
         if value:
