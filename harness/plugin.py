@@ -4,8 +4,8 @@ Registered through the ``pytest11`` entry point ``harness.plugin`` (and by the r
 the package is used from a checkout without being installed; the shared name keeps it from loading twice).
 
 * options: ``--models``, ``--backends``, ``--recipes``, ``--profiles``, ``--report-dir``, ``--eval-size``,
-  ``--engine-cache``, ``--rebuild-engines``, ``--baseline``, ``--history`` and the ``--perf-*`` sweep, each
-  settable in ``[tool.pytest.ini_options]`` as ``harness_<name>``;
+  ``--engine-cache``, ``--rebuild-engines``, ``--baseline``, ``--history``, the ``--perf-*`` sweep and
+  ``--stations`` / ``--station-modes``, each settable in ``[tool.pytest.ini_options]`` as ``harness_<name>``;
 * markers ``accuracy``, ``perf``, ``gpu``, ``tensorrt``, added to generated cases, which are skipped with
   the reason when their backend, device or model is missing;
 * rows: each process writes its own JSONL; the controller merges them into ``results.json`` and
@@ -25,7 +25,7 @@ import pytest
 
 from .cache import default_root
 from .errors import HarnessError, ModeUnsupported
-from .rows import AccuracyRow, BuildRow, PerfRow, junit_properties
+from .rows import AccuracyRow, BuildRow, PerfRow, StationRow, junit_properties
 from .session import AccuracyCase, HarnessSession, PerfSettings, Settings, new_run_id
 
 SESSION_KEY = pytest.StashKey[HarnessSession]()
@@ -64,6 +64,10 @@ _OPTIONS: list[tuple[str, str, str, Any]] = [
     ("perf_cuda_graph", "CUDA graphs: no, yes, or no,yes", "boollist", "no"),
     ("perf_recipes", "recipes to time (default: the accuracy recipes)", "list", None),
     ("perf_profiles", "profiles to time (default: all)", "list", None),
+    ("stations", "comma-separated stations to time (default: every station in the registry; with --models, those "
+     "whose models are all selected)", "list", None),
+    ("station_modes", "station modes: serial, multistream, threadpool, merged", "list",
+     "serial,multistream,threadpool,merged"),
 ]
 
 
@@ -153,7 +157,7 @@ def settings_from_config(config: pytest.Config) -> Settings:
         duration=v["perf_duration"], warmup=v["perf_warmup"], min_iters=v["perf_min_iters"],
         max_cv=v["perf_max_cv"], max_drift=v["perf_max_drift"],
         resident=v["perf_resident"], cuda_graph=v["perf_cuda_graph"], recipes=v["perf_recipes"],
-        profiles=v["perf_profiles"],
+        profiles=v["perf_profiles"], stations=v["stations"], station_modes=v["station_modes"],
     )
     return Settings(registry=v["registry"], report_dir=v["report_dir"], cache_dir=cache_dir, models=v["models"],
                     backends=v["backends"], recipes=v["recipes"], profiles=v["profiles"], eval_size=v["eval_size"],
@@ -197,7 +201,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         hs.close()
 
 
-def _case_marks(hs: HarnessSession, model: str, backend: str, recipe: str | None, kind: str) -> list[Any]:
+def _case_marks(hs: HarnessSession, model: str, backend: str, recipe: str | None, kind: str,
+                reason: str | None = None) -> list[Any]:
     from .backends import get_backend
 
     marks: list[Any] = [getattr(pytest.mark, kind)]
@@ -206,7 +211,7 @@ def _case_marks(hs: HarnessSession, model: str, backend: str, recipe: str | None
         marks.append(pytest.mark.gpu)
     if b.needs_tensorrt:
         marks.append(pytest.mark.tensorrt)
-    reason = hs.skip_reason(model, backend, recipe, build_only=kind == "build")
+    reason = reason or (hs.skip_reason(model, backend, recipe, build_only=kind == "build") if model else None)
     if reason:
         marks.append(pytest.mark.skip(reason=reason))
     return marks
@@ -214,7 +219,7 @@ def _case_marks(hs: HarnessSession, model: str, backend: str, recipe: str | None
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     hs = metafunc.config.stash[SESSION_KEY]
-    if {"accuracy_case", "build_case", "perf_case"} & set(metafunc.fixturenames):
+    if {"accuracy_case", "build_case", "perf_case", "station_case"} & set(metafunc.fixturenames):
         metafunc.config.stash[GENERATED_KEY] = True
     try:
         if "accuracy_case" in metafunc.fixturenames:
@@ -231,6 +236,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             params = [pytest.param(c, id=c.id, marks=_case_marks(hs, c.model, c.backend, c.recipe, "perf"))
                       for c in perf_cases(hs)]
             metafunc.parametrize("perf_case", params)
+        if "station_case" in metafunc.fixturenames:
+            from .stations.check import skip_reason, station_cases
+
+            params = [pytest.param(c, id=c.id, marks=_case_marks(hs, "", c.backend, None, "perf", skip_reason(hs, c)))
+                      for c in station_cases(hs)]
+            metafunc.parametrize("station_case", params)
     except HarnessError as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -328,6 +339,25 @@ def perf_check(harness_session: HarnessSession, record_property: Callable[[str, 
         __tracebackhide__ = True
         with _properties(harness_session, record_property):
             row = _outcome(lambda: check_perf(harness_session, case), AssertionError)
+        if row.stable is False:
+            import warnings
+
+            warnings.warn(PerfUnstable(f"{case.id}: unstable: {'; '.join(row.unstable_reasons)}"), stacklevel=2)
+        return row
+
+    return check
+
+
+@pytest.fixture
+def station_check(harness_session: HarnessSession, record_property: Callable[[str, object], None]
+                  ) -> Callable[[Any], StationRow]:
+    """Time one station case: ``station_check(case)``; an unstable run is recorded, and warned about."""
+    from .stations.check import check_station
+
+    def check(case: Any) -> StationRow:
+        __tracebackhide__ = True
+        with _properties(harness_session, record_property):
+            row = _outcome(lambda: check_station(harness_session, case), AssertionError)
         if row.stable is False:
             import warnings
 

@@ -154,3 +154,19 @@ def test_cli_names_a_bad_file_in_one_line_and_exits_2(tmp_path, capsys, content,
     assert len(err.splitlines()) == 1 and str(bad) in err and message in err, err
     assert main(["compare", good, str(tmp_path / "absent.json")]) == 2
     assert "absent.json" in capsys.readouterr().err
+
+
+def station(median_ms: float, *, seed: int = 0, status: str = "pass"):
+    """A station row (a frame per request) built from a perf row's timing fields."""
+    timing = {k: v for k, v in perf(median_ms, seed=seed, status=status).to_dict().items()
+              if k in ("throughput", "latency_ms", "latency_hist", "stable", "status", "unstable_reasons", "run_id")}
+    return parse_row({**timing, "schema": 2, "type": "station", "model": "vision", "backend": "ort_cuda",
+                      "recipe": "fp32", "profile": "dynamic", "mode": "threadpool", "batch": 4}, "test")
+
+
+def test_a_station_whose_cycle_time_grew_is_a_regression_and_an_unstable_one_inconclusive():
+    cmp = compare_rows([station(20.0, seed=1)], [station(23.0, seed=2)])
+    assert verdicts(cmp)["p50 ms"] == "regression" and cmp.failed()
+    assert cmp.changes[0].label == "vision-ort_cuda-fp32-dynamic-threadpool-4-True-False"
+    assert verdicts(compare_rows([station(20.0, seed=1)], [station(23.0, seed=2, status="unstable")])) == \
+        {"p50 ms": "inconclusive"}
