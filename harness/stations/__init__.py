@@ -13,5 +13,7 @@ modes over the same runners as every perf case (:mod:`harness.stations.modes`):
 
 :mod:`harness.stations.check` generates the cases and writes a :class:`~harness.rows.StationRow` per case;
 :mod:`harness.stations.report` renders the station table (cycle time, serial time, speed-up, memory and
-utilisation, the best mode marked) and the speed-up plot. Nothing here is imported by the layers below.
+utilisation, the best mode marked) and the speed-up plot. Of the layers below, only the registry's loader
+imports from here (:mod:`harness.stations.registry`, which itself imports only spec, data and errors); the
+plugin, the report and the command line call in from above.
 """

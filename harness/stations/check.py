@@ -12,7 +12,10 @@ merged model's, after checking its outputs against the separate engines'), stage
 (``SampleSet``, as every perf case), and times the mode under the run's timing policy while a
 ResourceMonitor samples CPU, memory and (NVML) the GPU. On a GPU the device memory in use just before the
 timed runners are made is recorded too (``resources.gpu_mem_before_mb``), so that the report can show what
-the mode's runners took.
+the mode's runners took. Every runner of a station runs with ONNX Runtime's intra-op spinning off
+(``RunnerOptions.extra``; other backends ignore it): several sessions share the cores, and an idle one's
+spinning threads would slow the one running (README, "Stations"). A runner that fails is named with its
+member; a merged engine whose outputs differ from the separate models' fails the case, untimed.
 """
 
 from __future__ import annotations
