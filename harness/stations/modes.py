@@ -47,7 +47,8 @@ class StationMeasurement(Measurement):
 
     @classmethod
     def of(cls, m: Measurement, member_seconds: list[float] | None = None) -> StationMeasurement:
-        return cls(**{f.name: getattr(m, f.name) for f in dataclasses.fields(m)}, member_seconds=member_seconds)
+        return cls(**{f.name: getattr(m, f.name) for f in dataclasses.fields(m) if f.init},
+                   member_seconds=member_seconds)
 
 
 def _fail(mode: str, k: int, n: int, phase: str, exc: BaseException) -> NoReturn:
