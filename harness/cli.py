@@ -127,6 +127,11 @@ def cmd_models(args: argparse.Namespace) -> int:
         for pname, prof in spec.profiles.items():
             print(f"  profile {pname}: {prof.describe()}")
         print(f"  recipes: {', '.join(spec.recipes or reg.default_recipes)}")
+    for st in reg.stations.values():
+        members = ", ".join(m.model + "".join(f" {x}" for x in (m.recipe, m.profile) if x) for m in st.members)
+        extra = "".join([f"; batches {', '.join(map(str, st.batches))}" if st.batches else "",
+                         f"; holds {st.fps:g} fps" if st.fps else ""])
+        print(f"station {st.name}: {members}{extra}")
     return 0
 
 
