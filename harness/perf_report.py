@@ -15,7 +15,8 @@ MODE_ORDER = {"serial": 0, "multistream": 1, "threadpool": 2}
 KIND_ORDER = {"fp32": 0, "fp16": 1, "bf16": 2, "int8": 3}
 
 
-def _f(v: Any, digits: int = 3) -> str:
+def short(v: Any, digits: int = 3) -> str:
+    """A number in a table cell: 3 significant digits for floats, – for none."""
     if v is None:
         return "–"
     return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
@@ -39,9 +40,9 @@ def perf_table(rows: list[PerfRow]) -> str:
         mode = r.mode + ("" if r.resident else " +copy") + (" +graph" if r.cuda_graph else "")
         table.append([
             r.backend, r.recipe, r.profile, mode, r.batch, r.concurrency if r.mode != "serial" else 1,
-            r.threads_per_runner or "–", _rate(r.throughput), _f(lat.get("p50")), _f(lat.get("p99")), _f(r.cv, 2),
-            _f(res.get("cpu_util"), 3), _f(res.get("gpu_util"), 3),
-            _f(round(res["gpu_mem_peak_mb"])) if res.get("gpu_mem_peak_mb") else "–",
+            r.threads_per_runner or "–", _rate(r.throughput), short(lat.get("p50")), short(lat.get("p99")), short(r.cv, 2),
+            short(res.get("cpu_util"), 3), short(res.get("gpu_util"), 3),
+            short(round(res["gpu_mem_peak_mb"])) if res.get("gpu_mem_peak_mb") else "–",
             "yes" if r.stable else "**no**",
         ])
     return tabulate(table, headers=["backend", "recipe", "profile", "mode", "batch", "N", "threads", "samples/s",
@@ -83,7 +84,7 @@ def best_table(rows: list[PerfRow]) -> tuple[str, list[str]]:
                     notes.append(
                         f"{model} / {backend} / {recipe}: at batch 1, {top.mode} n{top.concurrency} gives "
                         f"{_rate(top.throughput)} samples/s against serial's {_rate(base.throughput)} "
-                        f"({ratio:.2f}x): serial p50 is {_f(base.latency_ms.get('p50'))} ms, so per-request "
+                        f"({ratio:.2f}x): serial p50 is {short(base.latency_ms.get('p50'))} ms, so per-request "
                         "overhead, not compute, bounds it")
     text = tabulate(table, headers=["model", "backend", "recipe", "serial b1 samples/s", "best configuration",
                                     "samples/s", "speed-up"], tablefmt="github", disable_numparse=True)
@@ -104,8 +105,8 @@ def graph_table(rows: list[PerfRow]) -> str:
         mode = r.mode + (f" n{r.concurrency}" if r.mode != "serial" else "")
         gpu = (r.gpu_ms or {}).get("p50"), (base.gpu_ms or {}).get("p50")
         table.append([r.model, r.backend, r.recipe, r.profile, mode, r.batch, _rate(base.throughput),
-                      _rate(r.throughput), f"{_rate_of(r) / _rate_of(base):.2f}x", _f(base.latency_ms.get("p50")),
-                      _f(r.latency_ms.get("p50")), _f(gpu[1]), _f(gpu[0])])
+                      _rate(r.throughput), f"{_rate_of(r) / _rate_of(base):.2f}x", short(base.latency_ms.get("p50")),
+                      short(r.latency_ms.get("p50")), short(gpu[1]), short(gpu[0])])
     if not table:
         return ""
     return tabulate(table, headers=["model", "backend", "recipe", "profile", "mode", "batch", "samples/s",

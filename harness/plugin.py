@@ -345,13 +345,7 @@ def perf_check(harness_session: HarnessSession, record_property: Callable[[str, 
 
     def check(case: Any) -> PerfRow:
         __tracebackhide__ = True
-        with _properties(harness_session, record_property):
-            row = _outcome(lambda: check_perf(harness_session, case), AssertionError)
-        if row.stable is False:
-            import warnings
-
-            warnings.warn(PerfUnstable(f"{case.id}: unstable: {'; '.join(row.unstable_reasons)}"), stacklevel=2)
-        return row
+        return _timed(harness_session, record_property, lambda: check_perf(harness_session, case), case.id)
 
     return check
 
@@ -364,15 +358,24 @@ def station_check(harness_session: HarnessSession, record_property: Callable[[st
 
     def check(case: Any) -> StationRow:
         __tracebackhide__ = True
-        with _properties(harness_session, record_property):
-            row = _outcome(lambda: check_station(harness_session, case), AssertionError)
-        if row.stable is False:
-            import warnings
-
-            warnings.warn(PerfUnstable(f"{case.id}: unstable: {'; '.join(row.unstable_reasons)}"), stacklevel=2)
-        return row
+        return _timed(harness_session, record_property, lambda: check_station(harness_session, case), case.id)
 
     return check
+
+
+T = TypeVar("T", "PerfRow", "StationRow")
+
+
+def _timed(hs: HarnessSession, record: Callable[[str, object], None], run: Callable[[], T], case_id: str) -> T:
+    """A timed case's outcome; an unstable measurement is kept (its row says so) and warned about."""
+    __tracebackhide__ = True
+    with _properties(hs, record):
+        row = _outcome(run, AssertionError)
+    if row.stable is False:
+        import warnings
+
+        warnings.warn(PerfUnstable(f"{case_id}: unstable: {'; '.join(row.unstable_reasons)}"), stacklevel=3)
+    return row
 
 
 @contextlib.contextmanager

@@ -16,17 +16,12 @@ from typing import Any
 
 from tabulate import tabulate
 
+from ..perf_report import short
 from ..results import by_model
 from ..rows import AnyRow, StationRow
 
 MODE_ORDER = {"serial": 0, "multistream": 1, "threadpool": 2, "merged": 3}
 PLOT = "stations-speedup.png"
-
-
-def _f(v: Any, digits: int = 3) -> str:
-    if v is None:
-        return "–"
-    return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
 
 
 def _ms(v: float | None) -> str:
@@ -93,12 +88,12 @@ def station_table(rows: list[StationRow]) -> str:
         up = ups.get(r.label)
         mode = r.mode + ("" if r.resident else " +copy") + (" +graph" if r.cuda_graph else "")
         line = [r.backend, r.recipe, r.batch, mode, _ms(r.cycle_ms), _ms(r.latency_ms.get("p99")),
-                _ms(base.cycle_ms) if base else "–", f"{up:.2f}x" if up else "–", _f(r.fps)]
+                _ms(base.cycle_ms) if base else "–", f"{up:.2f}x" if up else "–", short(r.fps)]
         if fps:
             line.append(_holds(r))
         res = r.resources
         line += [_memory(r)] if gpu else []
-        line += [_f(res.get("cpu_util"))] + ([_f(res.get("gpu_util"))] if gpu else [])
+        line += [short(res.get("cpu_util"))] + ([short(res.get("gpu_util"))] if gpu else [])
         line += [r.threads_per_runner or "–", "yes" if r.stable else "**no**", "**best**" if r.label in best else ""]
         table.append(line)
     headers = ["backend", "recipe", "batch", "mode", "cycle ms", "p99 ms", "serial ms", "speed-up", "frames/s"]
