@@ -28,13 +28,36 @@ def format_cache_summary(s: dict[str, Any]) -> str:
             f"{s['entries']} entries used, {mb:.1f} MB; {s['build_seconds']:.1f} s building")
 
 
+def status_lines(rows: list[dict[str, Any]], *, strict: bool = False) -> list[str]:
+    """What passed without saying anything about its precision: recipes that changed nothing, and cases that no
+    budget applies to (named, so that neither hides among the passes)."""
+    lines = []
+    noop = [r for r in rows if r.get("status") == "no-op"]
+    if noop:
+        lines.append(f"no-op: {len(noop)} case(s) whose recipe converted or quantized nothing (no pass of that "
+                     "precision; skipped):")
+        reasons: dict[str, list[str]] = {}
+        for r in noop:
+            reasons.setdefault(f"{r['model']}/{r['recipe']}: {r.get('no_op', '')}", []).append(str(r.get("profile")))
+        lines += [f"  {what} [{', '.join(profiles)}]" for what, profiles in reasons.items()]
+    unbudgeted = [r for r in rows if r.get("unbudgeted")]
+    if unbudgeted:
+        cases = sorted({f"{r['model']}/{r['recipe']}" for r in unbudgeted})
+        verdict = "failed (--strict-budgets)" if strict else "passed with no budget; --strict-budgets fails them"
+        lines.append(f"unbudgeted: {len(unbudgeted)} case(s) {verdict}: {', '.join(cases[:8])}"
+                     + (", ..." if len(cases) > 8 else ""))
+    return lines
+
+
 def finish_run(hs: HarnessSession) -> list[str]:
     lines: list[str] = []
     events = run_cache_events(hs.settings.report_dir, hs.run_id)
     if events:
         lines.append(format_cache_summary(cache_summary(events)))
-    if not run_rows(hs.settings.report_dir, hs.run_id):
+    rows = run_rows(hs.settings.report_dir, hs.run_id)
+    if not rows:
         return lines
+    lines += status_lines(rows, strict=hs.settings.strict_budgets)
     data = merge_run(hs.settings.report_dir, hs.run_id, environment=environment())
     extra = []
     if hs.settings.baseline is not None:

@@ -45,6 +45,8 @@ _OPTIONS: list[tuple[str, str, str, Any]] = [
     ("baseline", "results.json to compare this run against in REPORT.md", "path", None),
     ("reference_device", "where the FP32 reference is computed: cpu (default) or gpu (ORT CUDA, TF32 off)", "str",
      "cpu"),
+    ("strict_budgets", "fail accuracy cases that no budget applies to (default: they pass as 'unbudgeted')", "flag",
+     False),
     ("trt_options", "TensorRT builder options, e.g. opt_level=5,workspace_mb=4096,max_aux_streams=2,tf32=yes,"
      "compute_capabilities=SM86+SM89 (TensorRT-RTX)", "options", None),
     ("perf_modes", "perf modes: serial, multistream, threadpool", "list", "serial,multistream,threadpool"),
@@ -153,7 +155,7 @@ def settings_from_config(config: pytest.Config) -> Settings:
     return Settings(registry=v["registry"], report_dir=v["report_dir"], cache_dir=cache_dir, models=v["models"],
                     backends=v["backends"], recipes=v["recipes"], profiles=v["profiles"], eval_size=v["eval_size"],
                     rebuild=v["rebuild_engines"], baseline=v["baseline"], reference_device=v["reference_device"],
-                    trt_options=v["trt_options"] or {}, perf=perf)
+                    trt_options=v["trt_options"] or {}, perf=perf, strict_budgets=v["strict_budgets"])
 
 
 def is_worker(config: pytest.Config) -> bool:
@@ -278,7 +280,7 @@ def harness_session(request: pytest.FixtureRequest) -> HarnessSession:
 @pytest.fixture
 def accuracy_check(harness_session: HarnessSession) -> Callable[..., dict[str, Any]]:
     """Check one accuracy case: ``accuracy_check(case)`` or ``accuracy_check(model, backend, recipe, profile)``."""
-    from .checks import AccuracyGateFailure, case_expectation, check_accuracy
+    from .checks import AccuracyGateFailure, NoOpRecipe, case_expectation, check_accuracy
 
     def check(case: AccuracyCase | str, backend: str = "ort_cpu", recipe: str = "fp32",
               profile: str | None = None) -> dict[str, Any]:
@@ -290,7 +292,8 @@ def accuracy_check(harness_session: HarnessSession) -> Callable[..., dict[str, A
             known = case_expectation(harness_session, case).known_failure
         except HarnessError:  # an unknown model or recipe: check_accuracy reports it as the case's failure
             known = None
-        return _outcome(lambda: check_accuracy(harness_session, case), AccuracyGateFailure, known=known)
+        return _outcome(lambda: check_accuracy(harness_session, case), AccuracyGateFailure, known=known,
+                        skips=(ModeUnsupported, NoOpRecipe))
 
     return check
 
@@ -328,8 +331,10 @@ class PerfUnstable(UserWarning):
     """A perf measurement did not settle (high CV or drifting throughput); its row is marked unstable."""
 
 
-def _outcome(run: Callable[[], dict[str, Any]], failure: type[BaseException], known: str | None = None) -> dict[str, Any]:
-    """Run a check; turn its failures into a clean pytest failure (the numbers, no traceback) or a skip.
+def _outcome(run: Callable[[], dict[str, Any]], failure: type[BaseException], known: str | None = None,
+             skips: tuple[type[BaseException], ...] = (ModeUnsupported,)) -> dict[str, Any]:
+    """Run a check; turn its failures into a clean pytest failure (the numbers, no traceback) or a skip (what
+    ``skips`` names: a mode the backend lacks, a recipe that changed nothing).
 
     ``known``: the registry says this case is a known failure (and why): its gate failure is an expected
     failure, and a pass is reported as a failure so that the registry gets updated.
@@ -345,7 +350,7 @@ def _outcome(run: Callable[[], dict[str, Any]], failure: type[BaseException], kn
         if known is not None:
             pytest.xfail(f"known failure: {known}\n{exc}")
         fail = str(exc)
-    except ModeUnsupported as exc:
+    except skips as exc:
         skip = str(exc)
     except HarnessError as exc:
         fail = f"{type(exc).__name__}: {exc}"

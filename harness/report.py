@@ -19,7 +19,11 @@ from .results import RESULTS, by_model, load_results, write_text_atomic
 
 REPORT = "REPORT.md"
 STATUS_MARK = {"pass": "pass", "fail": "**FAIL**", "error": "**ERROR**", "unbudgeted": "no budget",
-               "known failure": "fails (known)", "skipped": "skipped"}
+               "known failure": "fails (known)", "skipped": "skipped", "no-op": "no-op (changed nothing)"}
+# task metrics shown in the accuracy table, with the statistic that shows where samples go wrong
+TASK_COLUMNS = (("iou", "p1"), ("dice", "p1"), ("abs_err", "p99"), ("abs_err_max", "max"), ("ctc_exact", "mean"),
+                ("label_top1", "mean"), ("label_iou", "mean"), ("label_dice", "mean"), ("label_abs_err", "mean"),
+                ("label_ctc_exact", "mean"))
 
 
 def _num(v: Any) -> str:
@@ -100,6 +104,18 @@ def recipe_summary(row: dict[str, Any]) -> str:
     return "; ".join(parts) or "–"
 
 
+def task_summary(row: dict[str, Any]) -> str:
+    """The task metrics of a row, e.g. ``iou p1 0.91; label_top1 mean 0.71 (fp32 0.72)``."""
+    m, fp32 = row.get("metrics") or {}, row.get("fp32_label_metrics") or {}
+    parts = []
+    for metric, stat in TASK_COLUMNS:
+        key = f"{metric}.{stat}"
+        if key in m:
+            ref = f" (fp32 {_num(fp32[key])})" if key in fp32 else ""
+            parts.append(f"{metric} {stat} {_num(m[key])}{ref}")
+    return "; ".join(parts) or "–"
+
+
 def accuracy_section(rows: list[dict[str, Any]]) -> list[str]:
     acc = [r for r in rows if r.get("type") == "accuracy"]
     if not acc:
@@ -114,6 +130,7 @@ def accuracy_section(rows: list[dict[str, Any]]) -> list[str]:
         out.append(f"### {model}")
         out.append("")
         table = []
+        tasks = any(task_summary(r) != "–" for r in mrows)
         for r in mrows:
             m = r.get("metrics", {})
             table.append([
@@ -121,12 +138,14 @@ def accuracy_section(rows: list[dict[str, Any]]) -> list[str]:
                 _num(m.get("rel_l2.mean")), _num(m.get("rel_l2.p99")), _num(m.get("rel_l2.max")),
                 _pct(m.get("rel_l2.share_over_0.01")), _num(m.get("cosine.min")), _num(m.get("cosine.p1")),
                 _pct(m["top1.mean"]) if "top1.mean" in m else "–",
+                *([task_summary(r)] if tasks else []),
                 "; ".join(b["budget"] for b in r.get("budgets", [])) or "–",
                 STATUS_MARK.get(r.get("status", ""), r.get("status")),
             ])
         out.append(tabulate(table, headers=["backend", "recipe", "profile", "calibration", "samples", "rel_l2 mean",
                                             "rel_l2 p99",
-                                            "rel_l2 max", "share > 1 %", "cosine min", "cosine p1", "top-1", "budgets",
+                                            "rel_l2 max", "share > 1 %", "cosine min", "cosine p1", "top-1",
+                                            *(["task metrics"] if tasks else []), "budgets",
                                             "status"],
                             tablefmt="github", disable_numparse=True))
         out.append("")
@@ -192,7 +211,8 @@ def build_section(rows: list[dict[str, Any]]) -> list[str]:
 
 def failures_section(rows: list[dict[str, Any]]) -> list[str]:
     out: list[str] = []
-    for title, statuses in (("Failures", ("fail", "error")), ("Known failures", ("known failure",))):
+    for title, statuses in (("Failures", ("fail", "error")), ("Known failures", ("known failure",)),
+                            ("Recipes that changed nothing (no-op)", ("no-op",))):
         bad = [r for r in rows if r.get("status") in statuses]
         if not bad:
             continue

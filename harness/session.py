@@ -18,6 +18,7 @@ from .backends import BACKENDS, get_backend
 from .cache import Cache
 from .environment import environment
 from .errors import HarnessError
+from .layout import Layout
 from .recipes import Recipe, all_recipes
 from .registry import load_registry
 from .results import ROWS, RowWriter
@@ -56,6 +57,7 @@ class Settings:
     reference_device: str = "cpu"
     trt_options: dict[str, Any] = field(default_factory=dict)  # builder options for tensorrt / tensorrt_rtx
     perf: PerfSettings = field(default_factory=PerfSettings)
+    strict_budgets: bool = False  # a case no budget applies to fails instead of passing as "unbudgeted"
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class HarnessSession:
         self.worker = worker
         self._writer: RowWriter | None = None
         self._events: RowWriter | None = None
+        self._layouts: dict[str, tuple[ModelSpec, Layout]] = {}
         unknown = [b for b in settings.backends if b not in BACKENDS and b != AUTO]
         if unknown:
             raise HarnessError(f"--backends names unknown backend(s) {', '.join(unknown)}; known: {', '.join(BACKENDS)}")
@@ -137,6 +140,14 @@ class HarnessSession:
             raise HarnessError(f"unknown model {name!r}; the registry {self.registry.path} has "
                                f"{', '.join(self.registry.models)}")
         return self.registry.models[name]
+
+    def layout(self, spec: ModelSpec) -> tuple[ModelSpec, Layout]:
+        """The model with its outputs' real batch axes (one FP32 run, cached), and the layout found."""
+        if spec.name not in self._layouts:
+            from .layout import resolve
+
+            self._layouts[spec.name] = resolve(self.cache, spec)
+        return self._layouts[spec.name]
 
     def recipe(self, name: str) -> Recipe:
         if name not in self.recipes:
