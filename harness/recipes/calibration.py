@@ -76,7 +76,7 @@ def collect_histograms(session: Any, tensors: Sequence[str], batches: Sequence[d
             data = np.asarray(x).ravel()
             if method != "entropy":
                 data = np.abs(data)
-            h, e = np.histogram(data, num_bins, range=bins[t]["range"])
+            h, e = _histogram(t, data, num_bins, bins[t]["range"])
             hists[t] = h if t not in hists else hists[t] + h
             edges[t] = e
     out = {}
@@ -86,6 +86,17 @@ def collect_histograms(session: Any, tensors: Sequence[str], batches: Sequence[d
             e = e.astype(ranges[t].dtype)
         out[t] = (hists[t], e, *bins[t]["extra"])
     return out
+
+
+def _histogram(tensor: str, data: np.ndarray, num_bins: int, bounds: tuple[Any, Any]) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        return np.histogram(data, num_bins, range=bounds)
+    except ValueError as exc:
+        if "finite-sized bins" not in str(exc):
+            raise ValueError(f"tensor {tensor!r}: {exc}") from None
+    # a tensor that is one value but for rounding (a rate computed from a shared input): float32 cannot split
+    # its range into num_bins bins (ONNX Runtime stops here); float64 can, and the thresholds stay inside it
+    return np.histogram(data.astype(np.float64), num_bins, range=(float(bounds[0]), float(bounds[1])))
 
 
 def histogram_ranges(model: Path, batches: Sequence[dict[str, np.ndarray]], op_types: list[str] | None, method: str,
