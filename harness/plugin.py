@@ -4,8 +4,8 @@ Registered through the ``pytest11`` entry point ``harness.plugin`` (and by the r
 the package is used from a checkout without being installed; the shared name keeps it from loading twice).
 
 * options: ``--models``, ``--backends``, ``--recipes``, ``--profiles``, ``--report-dir``, ``--eval-size``,
-  ``--engine-cache``, ``--rebuild-engines``, ``--baseline`` and the ``--perf-*`` sweep, each settable in
-  ``[tool.pytest.ini_options]`` as ``harness_<name>``;
+  ``--engine-cache``, ``--rebuild-engines``, ``--baseline``, ``--strict-budgets`` and the ``--perf-*`` sweep,
+  each settable in ``[tool.pytest.ini_options]`` as ``harness_<name>``;
 * markers ``accuracy``, ``perf``, ``gpu``, ``tensorrt``, added to generated cases, which are skipped with
   the reason when their backend, device or model is missing;
 * rows: each process writes its own JSONL; the controller merges them into ``results.json`` and
