@@ -342,7 +342,7 @@ def evaluate(summaries: Mapping[str, OutputSummary], budgets: Iterable[Budget]) 
     return Verdict(results, nonfinite, problems)
 
 
-def fmt(value: float) -> str:
+def fmt(value: float | None) -> str:
     """A number as a person wants to read it in a table or a failure message."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "nan"

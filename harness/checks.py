@@ -1,8 +1,9 @@
 """The shared check functions behind the gate tests' thin fixtures.
 
 ``check_accuracy`` runs one case end to end (output layout -> recipe -> engine -> samples -> reference ->
-metrics -> budgets), writes its result row whatever happens, and raises :class:`AccuracyGateFailure` with the
-numbers when a budget does not hold. Its row's status is one of ``pass``, ``fail``, ``error``, ``known
+metrics -> budgets), writes its result row (:class:`harness.rows.AccuracyRow`) whatever happens, and raises
+:class:`AccuracyGateFailure` with the numbers when a budget does not hold. ``check_build`` writes a
+:class:`harness.rows.BuildRow`. An accuracy row's status is one of ``pass``, ``fail``, ``error``, ``known
 failure``, ``skipped``, ``unbudgeted`` (no budget applies: a failure under ``--strict-budgets``) and
 ``no-op`` (the recipe converted or quantized nothing, so the case says nothing about its precision; raised
 as :class:`NoOpRecipe`, which the plugin reports as a skip with the reason).
@@ -33,6 +34,7 @@ from .errors import HarnessError, ModeUnsupported
 from .recipes import apply_recipe
 from .reference import reference_outputs, simulated_outputs
 from .report import REPORT
+from .rows import AccuracyRow, BudgetValue, BuildRow, split_budget_label
 from .session import AccuracyCase, HarnessSession
 from .spec import Expectation
 
@@ -86,12 +88,14 @@ def _finite_or_none(v: float | None) -> float | None:
 
 
 def verdict_fields(verdict: Verdict) -> dict[str, Any]:
-    return {
-        "budgets": [{"budget": r.budget.label, "output": r.output, "value": _finite_or_none(r.value),
-                     "passed": r.passed, **({"fp32": _finite_or_none(r.fp32)} if r.budget.relative else {})}
-                    for r in verdict.results],
-        "nonfinite_samples": sum(s.nonfinite_samples for s in verdict.nonfinite.values()),
-    }
+    budgets = []
+    for r in verdict.results:
+        statistic, op, _ = split_budget_label(r.budget.label)
+        budgets.append(BudgetValue(budget=r.budget.label, output=r.output, value=_finite_or_none(r.value),
+                                   passed=r.passed, statistic=statistic, op=op or r.budget.op,
+                                   bound=float(r.budget.bound),
+                                   fp32=_finite_or_none(r.fp32) if r.budget.relative else None))
+    return {"budgets": budgets, "nonfinite_samples": sum(s.nonfinite_samples for s in verdict.nonfinite.values())}
 
 
 def case_expectation(hs: HarnessSession, case: AccuracyCase) -> Expectation:
@@ -101,7 +105,7 @@ def case_expectation(hs: HarnessSession, case: AccuracyCase) -> Expectation:
     return hs.model(case.model).expectation(recipe.name, recipe.kind, backend.name, backend.device_words())
 
 
-def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
+def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> AccuracyRow:
     """Run one accuracy case; return its row, or raise AccuracyGateFailure / HarnessError."""
     __tracebackhide__ = True
     spec = hs.model(case.model)
@@ -112,11 +116,11 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
     backend = get_backend(case.backend)
     # every key field is set before anything can fail, so that an error row and a later good row of the
     # same case replace each other in results.json
-    row: dict[str, Any] = {
-        "type": "accuracy", "id": case.id, "model": spec.name, "backend": backend.name, "recipe": recipe.name,
-        "profile": profile.name, "batch": batch_size_of(spec, profile), "recipe_kind": recipe.kind,
-        "recipe_params": recipe.options, "profile_shapes": profile.describe(), "backend_version": backend.version(),
-    }
+    row = AccuracyRow(
+        id=case.id, model=spec.name, backend=backend.name, recipe=recipe.name, profile=profile.name,
+        batch=batch_size_of(spec, profile), recipe_kind=recipe.kind, recipe_params=recipe.options,
+        profile_shapes=profile.describe(), backend_version=backend.version(),
+    )
     t0 = time.perf_counter()
     notes: list[str] = []
     try:
@@ -126,7 +130,7 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
         row.update(samples=samples.count, data="real" if samples.real else "generated")
         # outputs are split into samples along their real batch axes, found by running the FP32 model
         spec, layout = hs.layout(spec)
-        row["output_layout"] = layout.describe()
+        row.output_layout = layout.describe()
         notes += layout.warnings
         art = apply_recipe(recipe, spec, hs.cache)
         row.update(recipe_info=row_info(art.info), recipe_seconds=round(art.seconds, 3), recipe_hit=art.hit)
@@ -136,12 +140,11 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
         row.update(build_seconds=round(engine.entry.build_seconds, 3), engine_size=engine.entry.size,
                    cache_hit=engine.entry.hit, engine_key=engine.entry.key)
         ref = reference_outputs(hs.cache, spec, samples, device=hs.settings.reference_device)
-        row["setup_seconds"] = round(time.perf_counter() - t0, 3)
+        row.setup_seconds = round(time.perf_counter() - t0, 3)
         expect = case_expectation(hs, case)
         budgets = expect.budgets
-        row["budget_source"] = expect.source or "none"
-        if expect.scopes:
-            row["expectation_scopes"] = list(expect.scopes)
+        row.expectation_scopes = list(expect.scopes)
+        row.budget_source = expect.source or "none"
         acc = AccuracyAccumulator(spec.outputs, budgets, batch_axes=spec.output_batch_axes)
         sim = None
         if recipe.kind == "int8":
@@ -150,7 +153,7 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
             sim_acc = AccuracyAccumulator(spec.outputs, batch_axes=spec.output_batch_axes)
             kernel_acc = AccuracyAccumulator(spec.outputs, batch_axes=spec.output_batch_axes)
         with engine.runner() as runner:
-            row["runner"] = runner.describe()
+            row.runner = runner.describe()
             for batch in samples.batches():
                 out = unpad(runner.infer(batch.feeds), batch.count, spec.output_batch_axes)
                 expected = ref.slice(batch.index, batch.index + batch.count)
@@ -174,41 +177,38 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
     row.update(verdict_fields(verdict))
     if acc.labelled:  # the FP32 reference's own scores against the labels
         fp32 = {name: OutputSummary(name, s.fp32_stats) for name, s in summaries.items() if s.fp32_stats}
-        row["fp32_label_metrics"] = summary_fields(fp32, budgets)["metrics"]
+        row.fp32_label_metrics = summary_fields(fp32, budgets)["metrics"]
     if sim is not None:
-        row["simulated"] = summary_fields(sim_acc.summary())["metrics"]
-        row["kernel_error"] = summary_fields(kernel_acc.summary())["metrics"]
-        notes += int8_notes(backend.name, backend.device_words(), row["metrics"], row["simulated"],
-                            row["kernel_error"])
-        row["kernel_dominated"] = kernels_dominate(row["simulated"], row["kernel_error"])
-    if notes:
-        row["notes"] = notes
-    row["seconds"] = round(time.perf_counter() - t0, 3)
+        row.simulated = summary_fields(sim_acc.summary())["metrics"]
+        row.kernel_error = summary_fields(kernel_acc.summary())["metrics"]
+        notes += int8_notes(backend.name, backend.device_words(), row.metrics, row.simulated, row.kernel_error)
+        row.kernel_dominated = kernels_dominate(row.simulated, row.kernel_error)
+    row.notes = notes
+    row.seconds = round(time.perf_counter() - t0, 3)
     known = expect.known_failure
     no_op = art.info.get("no_op")
     message = None
     if not verdict.passed:
-        row["status"] = "known failure" if known else "fail"
+        row.status = "known failure" if known else "fail"
         message = failure_message(verdict, summaries, case=case.id, samples=samples.count,
                                   report=str(hs.settings.report_dir / REPORT))
     elif no_op:
         row.update(status="no-op", no_op=no_op, message=f"no-op: {no_op}")
     elif not budgets:
-        row["unbudgeted"] = True
-        row["status"] = "unbudgeted"
+        row.unbudgeted = True
+        row.status = "unbudgeted"
         if hs.settings.strict_budgets:
-            row["status"] = "fail"
+            row.status = "fail"
             message = (f"accuracy gate for {case.id}: no budget applies to recipe {recipe.name!r} (kind "
                        f"{recipe.kind}) of model {spec.name!r}, and --strict-budgets makes that a failure; give it "
                        f"budgets in {spec.source} ([models.{spec.name}.budgets] or [defaults.budgets])")
     else:
-        row["status"] = "pass"
-    if known:
-        row["known_failure"] = known
+        row.status = "pass"
+    row.known_failure = known
     if message:
         if notes:
             message += "".join(f"\n  note: {n}" for n in notes)
-        row["message"] = message
+        row.message = message
     hs.write_row(row)
     if message:
         raise AccuracyGateFailure(message)
@@ -251,15 +251,14 @@ def int8_notes(backend: str, words: set[str], metrics: Mapping[str, Any], simula
     return notes
 
 
-def check_build(hs: HarnessSession, case: AccuracyCase) -> dict[str, Any]:
+def check_build(hs: HarnessSession, case: AccuracyCase) -> BuildRow:
     """Build one case's engine (recipe first), cache it, record what it took; run nothing."""
     spec = hs.model(case.model)
     recipe = hs.recipe(case.recipe)
     profile = spec.profiles[case.profile]
     backend = get_backend(case.backend)
-    row: dict[str, Any] = {"type": "build", "id": case.id, "model": spec.name, "backend": backend.name,
-                           "recipe": recipe.name, "profile": profile.name, "recipe_kind": recipe.kind,
-                           "backend_version": backend.version()}
+    row = BuildRow(id=case.id, model=spec.name, backend=backend.name, recipe=recipe.name, profile=profile.name,
+                   recipe_kind=recipe.kind, backend_version=backend.version())
     try:
         art = apply_recipe(recipe, spec, hs.cache)
         label = f"{spec.name}/{backend.name}/{recipe.name}-{profile.name}"

@@ -1,83 +1,120 @@
-"""Command line: ``python -m harness run | report | compare | models | cache``.
+"""Command line: ``python -m harness run | report | compare | history | models | cache``.
 
-``run``      the main job: the gate suites over the registry's models (ONNX Runtime CPU by default), then
-             REPORT.md; extra arguments after ``--`` go to pytest.
-``report``   re-render REPORT.md from a report folder's results.json (or from its rows, after a crash).
-``compare``  print the changes from a baseline results.json to another; exit 1 on regressions.
-``models``   list the registry's models, inputs and profiles.
+``run``      the main job, from a project's folder: the registry's gates (the accuracy gates, then the perf
+             sweep) through pytest and the plugin, then REPORT.md. It takes the plugin's options (the same
+             as pytest's ``--registry``, ``--models``...; unset ones come from the project's ini file); extra
+             arguments after ``--`` go to pytest.
+``report``   merge rows that results.json does not hold yet (after a crash), re-render REPORT.md.
+``compare``  the changes from a baseline results.json to another; exit 1 on regressions or missing cases.
+``history``  the nightly history database: ``runs`` (default), ``show CASE``, ``changes``, ``append``.
+``models``   list the registry's models, inputs and profiles (after checking it as a run would).
 ``cache``    show what the engine cache holds.
+
+Exit status: 0 fine, 1 a comparison or change detection found regressions (or missing cases), 2 bad input
+(a file that cannot be read, named on stderr in one line).
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import sqlite3
 import sys
 from pathlib import Path
 
 from .errors import HarnessError
-
-
-def project_root() -> Path:
-    """The checkout that holds the gate suites: the current folder if it has them, else the package's parent."""
-    cwd = Path.cwd()
-    if (cwd / "tests" / "gates").is_dir():
-        return cwd
-    return Path(__file__).resolve().parent.parent
+from .options import OPTIONS, Option
 
 
 def cmd_run(args: argparse.Namespace, passthrough: list[str]) -> int:
     import pytest
 
-    root = project_root()
-    gates = root / "tests" / "gates"
-    if not gates.is_dir():
-        print(f"harness run: no gate suites at {gates}; run it from the project's checkout", file=sys.stderr)
-        return 2
+    from . import plugin
+
     marker = "accuracy" if args.accuracy_only else ("perf" if args.perf_only else "accuracy or perf")
-    argv = [str(gates), "--rootdir", str(root), "-m", marker, "-p", "no:cacheprovider"]
-    if args.backends:
-        argv += ["--backends", args.backends]
-    if args.models:
-        argv += ["--models", args.models]
-    if args.report_dir:
-        argv += ["--report-dir", args.report_dir]
+    argv = ["--gates-only", "-m", marker, "-p", "no:cacheprovider"]
+    for opt in OPTIONS:
+        value = getattr(args, opt.dest)
+        if value:
+            # the --option=VALUE form: pytest never takes the value for a test path
+            argv.append(opt.flag if opt.kind == "flag" else f"{opt.flag}={value}")
     argv += passthrough
-    print("running: pytest " + " ".join(argv), flush=True)
-    return int(pytest.main(argv))
+    print("running: pytest " + shlex.join(argv), flush=True)
+    # the plugin registered up front: its options are known while pytest reads the command line
+    return int(pytest.main(argv, plugins=[plugin]))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .environment import environment
     from .report import write_report
-    from .results import RESULTS, ROWS, load_results, merge_run
+    from .results import RESULTS, ROWS, merge_pending
 
     folder = Path(args.dir)
-    if not (folder / RESULTS).exists():
-        runs = sorted(p.name for p in (folder / ROWS).glob("*") if p.is_dir())
-        if not runs:
-            print(f"harness report: {folder} has neither {RESULTS} nor rows/", file=sys.stderr)
-            return 2
-        for run in runs:  # oldest first, so newer rows replace older ones
-            merge_run(folder, run, environment=environment())
-    path = write_report(folder, load_results(folder / RESULTS))
+    outcome = merge_pending(folder, environment=environment())
+    for w in outcome.warnings:
+        print(f"harness report: warning: {w}", file=sys.stderr)
+    if outcome.results is None:
+        print(f"harness report: {folder} has neither {RESULTS} nor rows under {ROWS}/", file=sys.stderr)
+        return 2
+    if outcome.merged_runs:
+        print(f"merged {outcome.new_rows} row(s) of {len(outcome.merged_runs)} run(s) that {RESULTS} did not "
+              f"hold: {', '.join(outcome.merged_runs)}")
+    path = write_report(folder, outcome.results, history=Path(args.history) if args.history else None)
     print(f"wrote {path}")
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import Thresholds, compare_files
+    from .compare import Thresholds, compare_files, render
 
-    th = Thresholds(throughput_drop=args.throughput_drop, latency_rise=args.latency_rise, error_rise=args.error_rise)
-    text, regressions = compare_files(Path(args.baseline), Path(args.candidate), th)
-    print(text)
-    print(f"\n{regressions} regression(s)")
-    return 1 if regressions else 0
+    th = Thresholds(perf=args.threshold, tail=args.tail_threshold, error_rise=args.error_rise)
+    cmp = compare_files(Path(args.baseline), Path(args.candidate), th)
+    print(render(cmp))
+    print(f"\n{cmp.summary()}" + (" (missing cases allowed)" if cmp.missing and args.allow_missing else ""))
+    return 1 if cmp.failed(args.allow_missing) else 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from .history import History
+    from .trends import Options, all_trends, changes_text, show_text
+
+    db = Path(args.db)
+    verb = args.history_cmd or "runs"
+    if verb == "append":
+        from .results import RESULTS, load_results
+
+        src = Path(args.results)
+        results = load_results(src / RESULTS if src.is_dir() else src)
+        with History(db, create=True) as h:
+            added = h.append(results.rows)
+        print(f"appended {sum(added.values())} row(s) of {len(added)} run(s) to {db}")
+        return 0
+    opts = Options(last=args.last, min_step=getattr(args, "min_step", 0.05), min_size=getattr(args, "min_size", 2))
+    with History(db) as h:
+        if verb == "runs":
+            runs = h.runs(last=args.last)
+            for run in runs:
+                counts = ", ".join(f"{n} {s}" for s, n in sorted(run.statuses.items()))
+                print(f"{run.run_id}  {run.started}  {run.host} ({run.machine})  {run.rows} rows: {counts}")
+            print(f"{len(runs)} run(s) in {db}")
+            return 0
+        if verb == "show":
+            print(show_text(h, args.case, opts, only=args.number))
+            return 0
+        trends = all_trends(h, opts, contains=args.case or "")
+        print(changes_text(trends))
+        still = [t for t in trends if t.open_regression]
+        print(f"\n{len(still)} series still at a worse level after a confirmed regression")
+        return 1 if still else 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from .preflight import check_registry
+    from .recipes import all_recipes
     from .registry import load_registry
 
     reg = load_registry(args.registry)
+    check_registry(reg, all_recipes(reg))
     for spec in reg.models.values():
         state = f"  (unavailable: {spec.unavailable})" if spec.unavailable else ""
         print(f"{spec.name}: {spec.path}{state}")
@@ -101,7 +138,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_cache(args: argparse.Namespace) -> int:
     from .cache import Cache, default_root
 
-    root = Path(args.dir) if args.dir else default_root(project_root())
+    root = Path(args.dir) if args.dir else default_root(Path.cwd())
     if not root.exists():
         print(f"{root}: empty")
         return 0
@@ -116,6 +153,14 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metavar(opt: Option) -> str:
+    kind = opt.kind
+    if kind == "str" and opt.choices:
+        return "|".join(opt.choices)
+    return {"path": "PATH", "list": "A,B", "intlist": "N,M", "int": "N", "float": "X", "boollist": "yes,no",
+            "options": "K=V,..."}.get(kind, "VALUE")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     passthrough: list[str] = []
@@ -124,21 +169,52 @@ def main(argv: list[str] | None = None) -> int:
         argv, passthrough = argv[:i], argv[i + 1:]
     ap = argparse.ArgumentParser(prog="harness", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="run the gate suites and write the report")
-    r.add_argument("--backends", help="comma-separated backends (default: ort_cpu, or the ini's)")
-    r.add_argument("--models", help="comma-separated models (default: all)")
-    r.add_argument("--report-dir", help="report folder (default: reports)")
+    r = sub.add_parser("run", help="run the registry's gates and write the report",
+                       description="Run the registry's gates through pytest and the harness plugin, from the "
+                       "project's folder; options left out come from its ini file (harness_<name>). Arguments "
+                       "after -- go to pytest, e.g. -- -n 4 or -- -k classifier.")
+    for opt in OPTIONS:
+        if opt.kind == "flag":
+            r.add_argument(opt.flag, dest=opt.dest, action="store_true", help=opt.help)
+        else:
+            r.add_argument(opt.flag, dest=opt.dest, metavar=_metavar(opt), help=opt.help)
     g = r.add_mutually_exclusive_group()
     g.add_argument("--accuracy-only", action="store_true", help="skip the perf sweep")
     g.add_argument("--perf-only", action="store_true", help="skip the accuracy gates")
-    p = sub.add_parser("report", help="re-render REPORT.md")
+    p = sub.add_parser("report", help="merge rows not yet in results.json, re-render REPORT.md")
     p.add_argument("dir", nargs="?", default="reports")
+    p.add_argument("--history", help="history database: adds trends and change points to the report")
     c = sub.add_parser("compare", help="compare a run with a baseline")
     c.add_argument("baseline")
     c.add_argument("candidate")
-    c.add_argument("--throughput-drop", type=float, default=0.05, help="regression if samples/s falls more (0.05)")
-    c.add_argument("--latency-rise", type=float, default=0.10, help="regression if p99 latency rises more (0.10)")
-    c.add_argument("--error-rise", type=float, default=1.5, help="regression if p99 rel_l2 grows more (x1.5)")
+    c.add_argument("--threshold", "--throughput-drop", type=float, default=0.05,
+                   help="perf regression if the median latency rises significantly and by more (0.05)")
+    c.add_argument("--tail-threshold", "--latency-rise", type=float, default=0.10,
+                   help="perf regression if the p99 latency rises significantly and by more (0.10)")
+    c.add_argument("--error-rise", type=float, default=1.5,
+                   help="accuracy regression if a budgeted statistic's error grows more (x1.5)")
+    c.add_argument("--allow-missing", action="store_true",
+                   help="cases of the baseline absent (or skipped) in the candidate do not fail the comparison")
+    h = sub.add_parser("history", help="the nightly history: runs, a case's series, change points")
+    h.add_argument("--db", default="reports/history.sqlite", help="history database (reports/history.sqlite)")
+    h.add_argument("--last", type=int, default=60, help="runs to look back (60)")
+    hs = h.add_subparsers(dest="history_cmd")
+    # the same options after the verb; SUPPRESS keeps a verb's parser from resetting what came before it
+    db = argparse.ArgumentParser(add_help=False)
+    db.add_argument("--db", default=argparse.SUPPRESS, help="history database (reports/history.sqlite)")
+    db.add_argument("--last", type=int, default=argparse.SUPPRESS, help="runs to look back (60)")
+    steps = argparse.ArgumentParser(add_help=False)
+    steps.add_argument("--min-step", type=float, default=0.05, help="smallest relative change reported (0.05)")
+    steps.add_argument("--min-size", type=int, default=2, help="runs a new level must hold to be confirmed (2)")
+    hs.add_parser("runs", parents=[db], help="list the runs (default)")
+    sh = hs.add_parser("show", parents=[db, steps], help="a case's numbers run by run, with change points")
+    sh.add_argument("case", help="the case's id, e.g. ranker-ort_cpu-fp32-dynamic (or a unique part of it)")
+    sh.add_argument("--number", help="only this number (throughput, p50_ms, p99(rel_l2)...)")
+    ch = hs.add_parser("changes", parents=[db, steps], help="change points of every case; exit 1 if a "
+                       "confirmed regression is still the latest level")
+    ch.add_argument("--case", help="only cases whose id contains this")
+    ap_ = hs.add_parser("append", parents=[db], help="append a results.json (or a report folder's) to the database")
+    ap_.add_argument("results")
     m = sub.add_parser("models", help="list the registry's models")
     m.add_argument("--registry", default="fixtures/models.toml")
     k = sub.add_parser("cache", help="show the engine cache")
@@ -147,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "run":
             return cmd_run(args, passthrough)
-        return {"report": cmd_report, "compare": cmd_compare, "models": cmd_models, "cache": cmd_cache}[args.cmd](args)
-    except (HarnessError, FileNotFoundError, ValueError) as exc:
+        return {"report": cmd_report, "compare": cmd_compare, "history": cmd_history, "models": cmd_models,
+                "cache": cmd_cache}[args.cmd](args)
+    except (HarnessError, FileNotFoundError, ValueError, sqlite3.Error) as exc:
         print(f"harness {args.cmd}: {exc}", file=sys.stderr)
         return 2
 

@@ -1,111 +1,254 @@
-"""Compare two runs' results: what changed, and which changes are regressions.
+"""Compare a candidate run with a baseline: what changed, what is a regression, what is missing.
 
-Rows are matched by their key (type, model, backend, recipe, profile, mode, batch, concurrency...). A
-regression is: an accuracy gate that passed and now fails; a p99 relative error that grew by more than
-``error_rise`` times (and by more than 1e-6); a throughput that fell by more than ``throughput_drop``; a
-p99 latency that rose by more than ``latency_rise``. ``python -m harness compare A B`` exits 1 when there
-is any.
+Rows are matched by their key (type, model, backend, recipe, profile; for perf also mode, batch, N,
+resident inputs, CUDA graphs). The comparison fails (``python -m harness compare A B`` exits 1) on:
+
+* a **regression**:
+  - a gate that passed and now fails or errors;
+  - an accuracy statistic that a case's budgets use (matched by statistic and output, e.g. ``p99(rel_l2)``
+    on ``logits``) whose error grew by more than ``error_rise`` times and by more than 1e-6: for a
+    statistic bounded above (``<=``) the error is its value, for one bounded below (``>=``: cosine,
+    top-1 agreement, shares) it is ``1 - value``; cases without budgets compare ``rel_l2.p99``;
+  - a perf case whose median latency rose by more than ``perf`` (5 %) with 95 % confidence: the whole
+    bootstrap interval of the ratio of medians, from both rows' latency histograms, lies above 1.05; or
+    whose p99 latency did so beyond ``tail`` (10 %). A significant change short of that (the interval
+    excludes 1 and the estimate passes half the threshold) is shown and fails nothing. Rows written before
+    histograms existed are judged on their point values, and say so;
+* a **missing case**: in the baseline but absent from the candidate, or skipped there (``allow_missing``
+  accepts them).
+
+A perf row measured unstable on either side is **inconclusive**: listed, never a regression nor an
+improvement. The bootstrap treats a run's iterations as independent, which they are not quite (a slow phase
+lasts), so its interval is narrower than the run-to-run noise: asking the whole interval to clear the
+threshold is what keeps a busy machine's wobble (a p99 "33 % slower, CI +0.4 % to +320 %" between two runs
+of the same build) from failing a build.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tabulate import tabulate
 
 from .accuracy import fmt
-from .results import load_results, row_key
+from .histogram import LogHistogram, Ratio, bootstrap_ratio
+from .results import load_results
+from .rows import AccuracyRow, AnyRow, PerfRow
+
+PASSING = ("pass", "unbudgeted", "known failure", "unstable")
+ERROR_FLOOR = 1e-6
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    throughput_drop: float = 0.05
-    latency_rise: float = 0.10
-    error_rise: float = 1.5
+    perf: float = 0.05  # median latency: relative rise that counts
+    tail: float = 0.10  # p99 latency
+    error_rise: float = 1.5  # accuracy: factor by which an error must grow
+    confidence: float = 0.95
 
 
 @dataclass
 class Change:
-    key: tuple[str, ...]
     label: str
     what: str
-    before: Any
-    after: Any
-    regression: bool
+    before: object
+    after: object
+    verdict: str  # regression, improvement, change, inconclusive
+    detail: str = ""
+
+    @property
+    def regression(self) -> bool:
+        return self.verdict == "regression"
 
 
-def _label(row: dict[str, Any]) -> str:
-    parts = [row.get("model"), row.get("backend"), row.get("recipe"), row.get("profile")]
-    if row.get("type") == "perf":
-        parts += [row.get("mode"), f"b{row.get('batch')}", f"n{row.get('concurrency')}"]
-    return "-".join(str(p) for p in parts if p is not None)
+@dataclass
+class Comparison:
+    changes: list[Change] = field(default_factory=list)
+    missing: list[tuple[str, str]] = field(default_factory=list)  # (case, why)
+    new: list[str] = field(default_factory=list)
+
+    def count(self, verdict: str) -> int:
+        return sum(c.verdict == verdict for c in self.changes)
+
+    @property
+    def regressions(self) -> int:
+        return self.count("regression")
+
+    def failed(self, allow_missing: bool = False) -> bool:
+        return bool(self.regressions or (self.missing and not allow_missing))
+
+    def summary(self) -> str:
+        return (f"{self.regressions} regression(s), {len(self.missing)} missing case(s), "
+                f"{self.count('inconclusive')} inconclusive, {self.count('improvement')} improvement(s), "
+                f"{len(self.new)} new case(s)")
 
 
-def compare_rows(base: list[dict[str, Any]], new: list[dict[str, Any]], th: Thresholds = Thresholds()) -> list[Change]:
-    before = {row_key(r): r for r in base}
-    changes: list[Change] = []
-    for r in new:
-        k = row_key(r)
+def compare_rows(base: list[AnyRow], new: list[AnyRow], th: Thresholds = Thresholds()) -> Comparison:
+    before = {r.key(): r for r in base}
+    after = {r.key(): r for r in new}
+    out = Comparison()
+    out.missing = [(b.label, "absent from the candidate") for k, b in before.items() if k not in after]
+    out.new = [r.label for k, r in after.items() if k not in before]
+    for k, r in after.items():
         b = before.get(k)
         if b is None:
             continue
-        label = _label(r)
-        if r.get("type") == "accuracy":
-            if b.get("status") != r.get("status"):
-                changes.append(Change(k, label, "status", b.get("status"), r.get("status"),
-                                      b.get("status") == "pass" and r.get("status") in ("fail", "error")))
-            e0 = (b.get("metrics") or {}).get("rel_l2.p99")
-            e1 = (r.get("metrics") or {}).get("rel_l2.p99")
-            if e0 is not None and e1 is not None and e1 != e0:
-                worse = e1 > e0 * th.error_rise and e1 - e0 > 1e-6
-                if worse or abs(e1 - e0) > 0.25 * max(e0, 1e-12):
-                    changes.append(Change(k, label, "rel_l2 p99", e0, e1, worse))
-        elif r.get("type") == "perf":
-            t0, t1 = b.get("throughput"), r.get("throughput")
-            if t0 and t1:
-                rel = t1 / t0 - 1.0
-                if abs(rel) > th.throughput_drop / 2:
-                    changes.append(Change(k, label, "samples/s", t0, t1, rel < -th.throughput_drop))
-            l0, l1 = (b.get("latency_ms") or {}).get("p99"), (r.get("latency_ms") or {}).get("p99")
-            if l0 and l1:
-                rel = l1 / l0 - 1.0
-                if abs(rel) > th.latency_rise / 2:
-                    changes.append(Change(k, label, "p99 ms", l0, l1, rel > th.latency_rise))
-    return changes
+        if r.status == "skipped" and b.status != "skipped":
+            out.missing.append((r.label, f"skipped in the candidate: {r.message or ''}".strip()))
+            continue
+        out.changes += status_change(b, r)
+        if isinstance(b, AccuracyRow) and isinstance(r, AccuracyRow):
+            out.changes += accuracy_changes(b, r, th)
+        elif isinstance(b, PerfRow) and isinstance(r, PerfRow) and b.measured and r.measured:
+            out.changes += perf_changes(b, r, th)
+    return out
 
 
-def render_changes(changes: list[Change]) -> str:
-    if not changes:
-        return "No differences beyond the thresholds."
-    table = [[c.label, c.what, fmt(c.before) if isinstance(c.before, float) else c.before,
-              fmt(c.after) if isinstance(c.after, float) else c.after,
-              _delta(c.before, c.after), "**REGRESSION**" if c.regression else ""] for c in changes]
-    return tabulate(table, headers=["case", "what", "before", "after", "change", ""], tablefmt="github",
-                    disable_numparse=True)
+def status_change(b: AnyRow, r: AnyRow) -> list[Change]:
+    if b.status == r.status or {b.status, r.status} == {"pass", "unstable"}:
+        return []  # pass <-> unstable is the perf comparison's business (inconclusive)
+    if b.status in PASSING and r.status in ("fail", "error"):
+        verdict = "regression"
+    elif b.status in ("fail", "error") and r.status in PASSING:
+        verdict = "improvement"
+    else:
+        verdict = "change"
+    return [Change(r.label, "status", b.status, r.status, verdict, (r.message or "").splitlines()[0][:100]
+                   if verdict == "regression" and r.message else "")]
 
 
-def _delta(a: Any, b: Any) -> str:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a:
-        return f"{100.0 * (b / a - 1.0):+.1f} %"
-    return ""
+def _error(value: float, better: str | None) -> float:
+    return 1.0 - value if better == "higher" else value
 
 
-def compare_files(a: Path, b: Path, th: Thresholds = Thresholds()) -> tuple[str, int]:
-    """Markdown of the changes from A (baseline) to B, and how many of them are regressions."""
-    base, new = load_results(a), load_results(b)
-    changes = compare_rows(base["rows"], new["rows"], th)
-    return render_changes(changes), sum(c.regression for c in changes)
+def _error_verdict(e0: float, e1: float, th: Thresholds) -> str | None:
+    if e1 > e0 * th.error_rise and e1 - e0 > ERROR_FLOOR:
+        return "regression"
+    if e0 > e1 * th.error_rise and e0 - e1 > ERROR_FLOOR:
+        return "improvement"
+    if abs(e1 - e0) > 0.25 * max(e0, 1e-12) and abs(e1 - e0) > ERROR_FLOOR:
+        return "change"
+    return None
 
 
-def compare_section(data: dict[str, Any], baseline: Path) -> list[str]:
+def accuracy_changes(b: AccuracyRow, r: AccuracyRow, th: Thresholds) -> list[Change]:
+    """The statistics the case's budgets use, matched by statistic and output (the bound may differ)."""
+    old = {(x.statistic, x.output): x for x in b.budgets if x.value is not None}
+    pairs = [(old[(y.statistic, y.output)], y) for y in r.budgets
+             if y.value is not None and (y.statistic, y.output) in old]
+    many = len({y.output for _, y in pairs}) > 1
+    out = []
+    for x, y in pairs:
+        assert x.value is not None and y.value is not None
+        better = y.better or x.better
+        verdict = _error_verdict(_error(x.value, better), _error(y.value, better), th)
+        if verdict:
+            what = y.statistic + (f"[{y.output}]" if many else "")
+            out.append(Change(r.label, what, x.value, y.value, verdict, f"budget {y.budget}"))
+    if not pairs:  # no budget in common: the usual question
+        e0, e1 = b.metrics.get("rel_l2.p99"), r.metrics.get("rel_l2.p99")
+        if e0 is not None and e1 is not None:
+            verdict = _error_verdict(e0, e1, th)
+            if verdict:
+                out.append(Change(r.label, "rel_l2.p99", e0, e1, verdict, "no budget in common"))
+    return out
+
+
+def _hist(r: PerfRow) -> LogHistogram | None:
+    try:
+        return LogHistogram.from_dict(r.latency_hist) if r.latency_hist else None
+    except ValueError:
+        return None
+
+
+def _verdict(ratio: Ratio, threshold: float) -> str | None:
+    """The whole interval beyond the threshold: regression / improvement; significant with the estimate
+    beyond half the threshold: a change worth showing, that fails nothing; otherwise nothing."""
+    side = ratio.beyond(threshold)
+    if side:
+        return "regression" if side > 0 else "improvement"
+    if ratio.significant and abs(ratio.estimate - 1.0) > threshold / 2:
+        return "change"
+    return None
+
+
+def perf_changes(b: PerfRow, r: PerfRow, th: Thresholds) -> list[Change]:
+    p50 = (b.latency_ms.get("p50"), r.latency_ms.get("p50"))
+    unstable = [(side, row) for side, row in (("baseline", b), ("candidate", r))
+                if row.status == "unstable" or row.stable is False]
+    if unstable:
+        # the first reason of each side says enough; the rows hold them all
+        why = "; ".join(f"{side} unstable: {(row.unstable_reasons or ['marked so'])[0]}" for side, row in unstable)
+        return [Change(r.label, "p50 ms", p50[0], p50[1], "inconclusive", why)]
+    hb, hr = _hist(b), _hist(r)
+    rate = ""
+    if b.throughput and r.throughput:
+        rate = f"; samples/s {100 * (r.throughput / b.throughput - 1):+.1f} %"
+    out = []
+    if hb and hr and hb.total and hr.total:
+        for what, q, threshold in (("p50 ms", 0.5, th.perf), ("p99 ms", 0.99, th.tail)):
+            if abs(hr.quantile(q) / hb.quantile(q) - 1.0) <= threshold / 2:
+                continue  # nothing to show whatever the interval: spare the bootstrap (most rows, most nights)
+            ratio = bootstrap_ratio(hb, hr, q, confidence=th.confidence)
+            verdict = _verdict(ratio, threshold)
+            if verdict:
+                key = what.split()[0]
+                out.append(Change(r.label, what, b.latency_ms.get(key), r.latency_ms.get(key), verdict,
+                                  ratio.describe() + (rate if q == 0.5 else "")))
+        return out
+    # a row without a latency histogram (schema 1): point values against the thresholds, no test
+    side = "baseline" if not hb else "candidate"
+    note = f"{side} row has no latency histogram: point values, no confidence interval"
+    if b.throughput and r.throughput:
+        rel = r.throughput / b.throughput - 1.0
+        if abs(rel) > th.perf / 2:
+            verdict = "regression" if rel < -th.perf else "improvement" if rel > th.perf else "change"
+            out.append(Change(r.label, "samples/s", b.throughput, r.throughput, verdict, f"{100 * rel:+.1f} %; {note}"))
+    l0, l1 = b.latency_ms.get("p99"), r.latency_ms.get("p99")
+    if l0 and l1 and abs(l1 / l0 - 1.0) > th.tail / 2:
+        rel = l1 / l0 - 1.0
+        verdict = "regression" if rel > th.tail else "improvement" if rel < -th.tail else "change"
+        out.append(Change(r.label, "p99 ms", l0, l1, verdict, f"{100 * rel:+.1f} %; {note}"))
+    return out
+
+
+MARK = {"regression": "**REGRESSION**", "inconclusive": "inconclusive", "improvement": "improvement", "change": ""}
+
+
+def _value(v: object) -> str:
+    return fmt(v) if isinstance(v, float) else str(v)
+
+
+def render(cmp: Comparison) -> str:
+    out: list[str] = []
+    if cmp.changes:
+        table = [[c.label, c.what, _value(c.before), _value(c.after), c.detail, MARK[c.verdict]] for c in
+                 sorted(cmp.changes, key=lambda c: (list(MARK).index(c.verdict), c.label))]
+        out.append(tabulate(table, headers=["case", "what", "before", "after", "change", ""], tablefmt="github",
+                            disable_numparse=True))
+    else:
+        out.append("No differences beyond the thresholds.")
+    if cmp.missing:
+        out += ["", f"Missing from the candidate ({len(cmp.missing)}):", ""]
+        out += [f"- {case}: {why}" for case, why in sorted(cmp.missing)]
+    if cmp.new:
+        out += ["", f"New in the candidate ({len(cmp.new)}): {', '.join(sorted(cmp.new)[:10])}"
+                + (", ..." if len(cmp.new) > 10 else "")]
+    return "\n".join(out)
+
+
+def compare_files(a: Path, b: Path, th: Thresholds = Thresholds()) -> Comparison:
+    """The comparison from A (baseline) to B (candidate); raises ValueError naming a file that cannot be used."""
+    return compare_rows(load_results(a).rows, load_results(b).rows, th)
+
+
+def compare_section(rows: list[AnyRow], baseline: Path) -> list[str]:
     """The REPORT.md section comparing this run with a baseline results.json."""
+    head = ["## Comparison with the baseline", ""]
     try:
         base = load_results(baseline)
     except (OSError, ValueError) as exc:
-        return ["## Comparison with the baseline", "", f"Baseline {baseline} could not be read: {exc}", ""]
-    changes = compare_rows(base["rows"], data["rows"])
-    n = sum(c.regression for c in changes)
-    return ["## Comparison with the baseline", "", f"Baseline: `{baseline}`. {n} regression(s).", "",
-            render_changes(changes), ""]
+        return [*head, f"Baseline {baseline} could not be read: {exc}", ""]
+    cmp = compare_rows(base.rows, rows)
+    return [*head, f"Baseline: `{baseline}`. {cmp.summary()}.", "", render(cmp), ""]

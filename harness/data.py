@@ -17,8 +17,11 @@ same); real samples that hold one value per sample must agree within a batch.
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +38,32 @@ class Batch:
     index: int  # index of the batch's first sample in the set
     count: int  # real samples in the batch (the rest, if any, is padding for a fixed batch size)
     feeds: dict[str, np.ndarray]
+
+
+def read_npz(path: Path, names: list[str]) -> tuple[dict[str, np.ndarray], set[str]]:
+    """The arrays ``names`` of a samples ``.npz`` (those it has) and every array name in it; HarnessError naming
+    the file (and the array) when it is not a readable ``.npz`` of plain numeric arrays."""
+    # np.load takes any file that is not a zip (or .npy) for a pickle, and refuses it as "pickled data"
+    if not zipfile.is_zipfile(path):
+        raise HarnessError(f"{path} is not a .npz file (not a zip archive); write the samples with numpy.savez, "
+                           "one array per input")
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            keys = set(data.files)
+            for name in names:
+                if name not in keys:
+                    continue
+                try:
+                    arrays[name] = data[name]
+                except ValueError as exc:
+                    if "allow_pickle" not in str(exc):
+                        raise
+                    raise HarnessError(f"{path}: array {name!r} holds Python objects (a pickle), which the harness "
+                                       "never loads; store plain numeric arrays, one per input") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise HarnessError(f"{path} cannot be read as a .npz file: {exc}") from None
+    return arrays, keys
 
 
 def per_sample_shape(spec: InputSpec, shape: Shape) -> Shape:
@@ -107,10 +136,11 @@ class SampleSet:
         self.sample_shapes: dict[str, Shape] = {}
         if real:
             assert spec.samples is not None
-            with np.load(spec.samples.path, allow_pickle=False) as data:
-                arrays = {k: _from_storage(data[k], spec.inputs[k]) for k in spec.inputs
-                          if spec.inputs[k].value is None and k in data.files}
-                labels = {out: data[cfg.labels] for out, cfg in spec.outputs.items() if cfg.labels}
+            label_names = {out: cfg.labels for out, cfg in spec.outputs.items() if cfg.labels}
+            stored, _ = read_npz(spec.samples.path, list(spec.inputs) + list(label_names.values()))
+            arrays = {k: _from_storage(stored[k], spec.inputs[k]) for k in spec.inputs
+                      if spec.inputs[k].value is None and k in stored}
+            labels = {out: stored[key] for out, key in label_names.items()}
             # a shared input stored as one value (no samples axis) is the same for every sample
             self._constants = {k: arrays.pop(k) for k in list(arrays) if spec.inputs[k].shared and
                                arrays[k].ndim == len(spec.inputs[k].dims)}
@@ -231,7 +261,7 @@ class SampleSet:
             yield Batch(start, n, feeds)
 
 
-def _contiguous(arr: np.ndarray, dtype: object = None) -> np.ndarray:
+def _contiguous(arr: np.ndarray, dtype: Any = None) -> np.ndarray:
     # np.ascontiguousarray turns a scalar into shape (1,): a scalar input (a sample rate) must stay shape ()
     return np.asarray(arr, dtype=dtype, order="C")
 

@@ -45,13 +45,13 @@ def only_keys(entry: Any, allowed: set[str], src: str, model: str | None, fld: s
 class OnnxFacts:
     """What the registry reads from an ONNX file: declared inputs and outputs, IR version, embedding tables."""
 
-    def __init__(self, path: Path, src: str, name: str):
+    def __init__(self, path: Path, src: str, name: str, fld: str = "path"):
         import onnx
 
         try:
             model = onnx.load(str(path), load_external_data=False)
         except Exception as exc:  # onnx raises several types for a bad file
-            raise RegistryError(src, name, "path", f"{path} is not a readable ONNX model: {exc}") from None
+            raise RegistryError(src, name, fld, f"{path} is not a readable ONNX model: {exc}") from None
         inits = {i.name: i for i in model.graph.initializer}
         self.path = path
         self.ir_version = int(model.ir_version)
@@ -102,6 +102,18 @@ def _embedding_tables(graph: Any, inputs: set[str], inits: dict[str, Any]) -> di
                     if dims:
                         found.setdefault(inp, []).append((node.name or node.output[0], int(dims[axis])))
     return found
+
+
+def check_onnx(facts: OnnxFacts, src: str, name: str, fld: str = "path") -> None:
+    """The ONNX checker on the file (after the IR version, whose refusal says more)."""
+    import onnx
+
+    try:
+        # by path, so that a model with external data or over 2 GB is checked whole
+        onnx.checker.check_model(str(facts.path))
+    except Exception as exc:  # ValidationError, or a bad external-data reference
+        first = " ".join(str(exc).split())
+        raise RegistryError(src, name, fld, f"{facts.path} fails the ONNX checker: {first}") from None
 
 
 @functools.cache

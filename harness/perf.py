@@ -31,6 +31,7 @@ from .data import SampleSet, batch_size_of
 from .errors import HarnessError, ModeUnsupported
 from .recipes import apply_recipe
 from .resources import ResourceMonitor
+from .rows import PerfRow
 from .session import HarnessSession
 from .timing import Clock, Measurement, TimingPolicy, run_serial, summarize, warm_up
 
@@ -310,7 +311,7 @@ def measure_mode(engine: Engine, case: PerfCase, feeds: dict[str, Any], policy: 
             r.close()
 
 
-def check_perf(hs: HarnessSession, case: PerfCase) -> dict[str, Any]:
+def check_perf(hs: HarnessSession, case: PerfCase) -> PerfRow:
     """Time one perf case; write and return its row."""
     spec = hs.model(case.model)
     recipe = hs.recipe(case.recipe)
@@ -320,15 +321,14 @@ def check_perf(hs: HarnessSession, case: PerfCase) -> dict[str, Any]:
     policy = TimingPolicy(warmup=ps.warmup, min_duration=ps.duration, min_iters=ps.min_iters, cv_bound=ps.max_cv,
                           drift_bound=ps.max_drift)
     threads = backend.runner_threads(case.mode, case.concurrency)
-    row: dict[str, Any] = {
-        "type": "perf", "id": case.id, "model": spec.name, "backend": backend.name, "recipe": recipe.name,
-        "profile": profile.name, "mode": case.mode, "batch": case.batch, "concurrency": case.concurrency,
-        "resident": case.resident, "cuda_graph": case.cuda_graph, "recipe_kind": recipe.kind,
-        "backend_version": backend.version(), "threads_per_runner": threads,
-        "transfers_included": not case.resident,
-        "policy": {"warmup_s": ps.warmup, "min_duration_s": ps.duration, "min_iters": ps.min_iters,
-                   "max_cv": ps.max_cv, "max_drift": ps.max_drift},
-    }
+    row = PerfRow(
+        id=case.id, model=spec.name, backend=backend.name, recipe=recipe.name, profile=profile.name,
+        mode=case.mode, batch=case.batch, concurrency=case.concurrency, resident=case.resident,
+        cuda_graph=case.cuda_graph, recipe_kind=recipe.kind, backend_version=backend.version(),
+        threads_per_runner=threads, transfers_included=not case.resident,
+        policy={"warmup_s": ps.warmup, "min_duration_s": ps.duration, "min_iters": ps.min_iters,
+                "max_cv": ps.max_cv, "max_drift": ps.max_drift},
+    )
     try:
         samples = SampleSet(spec, profile, size=case.batch)
         samples.check_profile(case.batch)
@@ -347,8 +347,8 @@ def check_perf(hs: HarnessSession, case: PerfCase) -> dict[str, Any]:
         hs.write_row(row)
         raise
     row.update(m.summary())
-    row["runner"] = runner_facts
-    row["resources"] = mon.result
-    row["status"] = "pass" if m.stable else "unstable"
+    row.runner = runner_facts
+    row.resources = mon.result
+    row.status = "pass" if m.stable else "unstable"
     hs.write_row(row)
     return row

@@ -15,7 +15,7 @@ from typing import Any
 from .budgets import Budget, default_budgets
 from .conditions import Condition, ConditionError, DeviceExpr
 from .errors import ProfileError, RegistryError
-from .model_io import OnnxFacts, check_ir_version, only_keys, parse_inputs, parse_outputs
+from .model_io import OnnxFacts, check_ir_version, check_onnx, only_keys, parse_inputs, parse_outputs
 from .profiles import Profile, Shape
 from .sample_file import check_samples
 from .spec import (
@@ -50,7 +50,9 @@ def load_registry(path: str | Path) -> Registry:
     recipes = data.get("recipes", {})
     if not isinstance(recipes, dict):
         raise RegistryError(src, None, "recipes", "must be a table of named recipes")
-    default_recipes = defaults.get("recipes", list(DEFAULT_RECIPES))
+    default_recipes = _recipe_names(defaults.get("recipes", list(DEFAULT_RECIPES)), src, None, "defaults.recipes")
+    if defaults.get("perf_recipes") is not None:
+        _recipe_names(defaults["perf_recipes"], src, None, "defaults.perf_recipes")
     layers = [(BUILTIN, default_budgets()), (REGISTRY_DEFAULTS, default_budgets_raw)]
     models_raw = data.get("models", {})
     if not models_raw:
@@ -61,7 +63,8 @@ def load_registry(path: str | Path) -> Registry:
             raise RegistryError(src, name, None, "must be a table")
         models[name] = _parse_model(name, entry, path.parent, src, layers)
     perf_recipes = defaults.get("perf_recipes")
-    return Registry(path, models, recipes, list(default_recipes), list(perf_recipes) if perf_recipes else None)
+    return Registry(path, models, recipes, list(default_recipes), list(perf_recipes) if perf_recipes else None,
+                    default_budgets=default_budgets_raw)
 
 
 _MODEL_KEYS = {"path", "package", "sha256", "reference", "description", "inputs", "outputs", "profiles",
@@ -137,7 +140,7 @@ def _parse_model(name: str, entry: dict, base: Path, src: str,
         samples=samples,
         calibration_size=_positive_int(calibration.get("size", 32), src, name, "calibration.size"),
         calibration_source=cal_source,
-        recipes=entry.get("recipes"),
+        recipes=_recipe_names(entry["recipes"], src, name, "recipes") if "recipes" in entry else None,
         description=entry.get("description", ""),
         unavailable=unavailable,
         sha256=spec_sha,
@@ -150,9 +153,11 @@ def _parse_model(name: str, entry: dict, base: Path, src: str,
         return spec
     facts = OnnxFacts(model_path, src, name)
     check_ir_version(facts, src, name)
+    check_onnx(facts, src, name)
     if reference_path is not None:
-        ref = OnnxFacts(reference_path, src, name)
+        ref = OnnxFacts(reference_path, src, name, "reference")
         check_ir_version(ref, src, name, "reference")
+        check_onnx(ref, src, name, "reference")
         if set(ref.inputs) != set(facts.inputs) or set(ref.outputs) != set(facts.outputs):
             raise RegistryError(src, name, "reference", f"{reference_path.name} has inputs {sorted(ref.inputs)} and "
                                 f"outputs {sorted(ref.outputs)}; the model has {sorted(facts.inputs)} and "
@@ -161,6 +166,7 @@ def _parse_model(name: str, entry: dict, base: Path, src: str,
     spec.outputs, spec.output_batch_axes, spec.explicit_output_axes = parse_outputs(
         entry.get("outputs", {}), facts, spec, src, name)
     spec.declared_outputs = {out: dims for out, (_, dims) in facts.outputs.items() if dims is not None}
+    _check_budget_outputs(budgets, dict(default_budgets)[REGISTRY_DEFAULTS], scopes, list(facts.outputs), src, name)
     spec.profiles = _parse_profiles(entry.get("profiles", {}), spec, src, name)
     if samples is not None:
         check_samples(samples, spec, facts, src, name)
@@ -179,10 +185,7 @@ def _check_budget_metrics(spec: ModelSpec, src: str, name: str) -> None:
         for recipe, budgets in table.items():
             for b in budgets:
                 outputs = [b.output] if b.output else list(spec.outputs)
-                if b.output and b.output not in spec.outputs:
-                    raise RegistryError(src, name, f"{fld}.{recipe}", f"budget {b.label!r} names output {b.output!r}; "
-                                        f"the model's outputs are {', '.join(spec.outputs)}")
-                if not any(b.metric in spec.outputs[o].metric_names() for o in outputs):
+                if not any(b.metric in spec.outputs[o].metric_names() for o in outputs if o in spec.outputs):
                     where = f"output {b.output!r}" if b.output else "no output"
                     raise RegistryError(src, name, f"{fld}.{recipe}", f"budget {b.label!r}: {where} computes "
                                         f"{b.metric}; {_how_to_enable(b.metric)}")
@@ -323,6 +326,24 @@ def _parse_scopes(raw: Any, src: str, model: str) -> list[Scope]:
     return scopes
 
 
+def _recipe_names(raw: Any, src: str, model: str | None, fld: str) -> list[str]:
+    """A list of recipe names (whether each names a recipe is checked once the recipes are known: preflight)."""
+    if not isinstance(raw, list) or not all(isinstance(r, str) and r for r in raw):
+        raise RegistryError(src, model, fld, f"must be a list of recipe names, e.g. [\"fp32\", \"fp16\"], got {raw!r}")
+    return list(raw)
+
+
+def _check_budget_outputs(own: dict[str, list[Budget]], defaults: dict[str, list[Budget]], scopes: list[Scope],
+                          outputs: list[str], src: str, model: str) -> None:
+    """A budget that names an output ([OUTPUT]) must name one of the model's."""
+    tables = [(f"budgets.{r}", b) for r, b in own.items()]
+    tables += [(f"defaults.budgets.{r}", b) for r, b in defaults.items() if r not in own]
+    tables += [(f"where[{i}].budgets.{r}", b) for i, sc in enumerate(scopes) for r, b in sc.budgets.items()]
+    for fld, budgets in tables:
+        for b in budgets:
+            if b.output is not None and b.output not in outputs:
+                raise RegistryError(src, model, fld, f"budget {b.label!r} names output {b.output!r}; the model's "
+                                    f"outputs are {', '.join(outputs)}")
 def _positive_int(value: Any, src: str, model: str, fld: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise RegistryError(src, model, fld, f"must be a positive integer, got {value!r}")

@@ -2,7 +2,9 @@
 
 One accuracy table per model (backend, recipe, profile, samples, the error statistics, the budgets and the
 verdict, plus how the artifact was built), the failures with their worst samples, and the environment.
-The perf section is rendered by :mod:`harness.perf_report`.
+The perf section is rendered by :mod:`harness.perf_report`, the comparison with a baseline by
+:mod:`harness.compare`, the trends over a history database by :mod:`harness.trends`. Everything reads
+typed rows (:mod:`harness.rows`).
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from typing import Any
 from tabulate import tabulate
 
 from .accuracy import fmt
-from .results import RESULTS, by_model, load_results, write_text_atomic
+from .results import RESULTS, Results, by_model, load_results, write_text_atomic
+from .rows import AccuracyRow, AnyRow, BuildRow
 
 REPORT = "REPORT.md"
 STATUS_MARK = {"pass": "pass", "fail": "**FAIL**", "error": "**ERROR**", "unbudgeted": "no budget",
-               "known failure": "fails (known)", "skipped": "skipped", "no-op": "no-op (changed nothing)"}
+               "known failure": "fails (known)", "skipped": "skipped",
+               "no-op": "no-op (changed nothing)"}
 # task metrics shown in the accuracy table, with the statistic that shows where samples go wrong
 TASK_COLUMNS = (("iou", "p1"), ("dice", "p1"), ("abs_err", "p99"), ("abs_err_max", "max"), ("ctc_exact", "mean"),
                 ("label_top1", "mean"), ("label_iou", "mean"), ("label_dice", "mean"), ("label_abs_err", "mean"),
@@ -53,32 +57,27 @@ def _size(n: Any) -> str:
     return f"{n:.1f} GB"
 
 
-def recipe_label(row: dict[str, Any]) -> str:
-    return str(row.get("recipe", ""))
-
-
 KIND_ORDER = {"fp32": 0, "fp16": 1, "bf16": 2, "int8": 3}
 
 
-def recipe_order(row: dict[str, Any]) -> tuple[Any, ...]:
+def recipe_order(row: AnyRow) -> tuple[Any, ...]:
     """Rows in reading order: backend, then precision from fp32 down to int8, then recipe and profile."""
-    return (str(row.get("backend")), KIND_ORDER.get(str(row.get("recipe_kind")), 9), str(row.get("recipe")),
-            str(row.get("profile")))
+    return row.backend, KIND_ORDER.get(str(row.recipe_kind), 9), row.recipe, row.profile
 
 
-def calibration_label(row: dict[str, Any]) -> str:
-    info = row.get("recipe_info") or {}
-    if row.get("recipe_kind") != "int8":
+def calibration_label(row: AccuracyRow) -> str:
+    if row.recipe_kind != "int8":
         return "–"
-    params = row.get("recipe_params") or {}
+    info, params = row.recipe_info, row.recipe_params
     weights = "per-channel" if params.get("per_channel") else "per-tensor"
-    return f"{params.get('method', '?')}, {weights}, {info.get('calibration_samples', '?')} {info.get('calibration_source', '?')}"
+    samples = f"{info.get('calibration_samples', '?')} {info.get('calibration_source', '?')}"
+    return f"{params.get('method', '?')}, {weights}, {samples}"
 
 
-def recipe_summary(row: dict[str, Any]) -> str:
-    """What a recipe did to the graph, in one line."""
-    info = row.get("recipe_info") or {}
-    kind = row.get("recipe_kind")
+def recipe_summary(row: AccuracyRow) -> str:
+    """What a recipe did to the graph, in one line (``recipe_info`` is the recipe's own free-form record)."""
+    info = row.recipe_info
+    kind = row.recipe_kind
     parts: list[str] = []
     if info.get("opset_upgraded_to"):
         parts.append(f"opset upgraded to {info['opset_upgraded_to']}")
@@ -104,20 +103,19 @@ def recipe_summary(row: dict[str, Any]) -> str:
     return "; ".join(parts) or "–"
 
 
-def task_summary(row: dict[str, Any]) -> str:
+def task_summary(row: AccuracyRow) -> str:
     """The task metrics of a row, e.g. ``iou p1 0.91; label_top1 mean 0.71 (fp32 0.72)``."""
-    m, fp32 = row.get("metrics") or {}, row.get("fp32_label_metrics") or {}
     parts = []
     for metric, stat in TASK_COLUMNS:
         key = f"{metric}.{stat}"
-        if key in m:
-            ref = f" (fp32 {_num(fp32[key])})" if key in fp32 else ""
-            parts.append(f"{metric} {stat} {_num(m[key])}{ref}")
+        if key in row.metrics:
+            ref = f" (fp32 {_num(row.fp32_label_metrics[key])})" if key in row.fp32_label_metrics else ""
+            parts.append(f"{metric} {stat} {_num(row.metrics[key])}{ref}")
     return "; ".join(parts) or "–"
 
 
-def accuracy_section(rows: list[dict[str, Any]]) -> list[str]:
-    acc = [r for r in rows if r.get("type") == "accuracy"]
+def accuracy_section(rows: list[AnyRow]) -> list[str]:
+    acc = [r for r in rows if isinstance(r, AccuracyRow)]
     if not acc:
         return []
     out = ["## Accuracy against the ONNX Runtime FP32 reference", "",
@@ -126,41 +124,40 @@ def accuracy_section(rows: list[dict[str, Any]]) -> list[str]:
            "argmax agreement with the reference. Statistics are over the evaluation set; the worst output of the "
            "model is shown.", ""]
     for model, mrows in by_model(acc).items():
-        mrows = sorted(mrows, key=recipe_order)
+        arows = sorted(mrows, key=recipe_order)
         out.append(f"### {model}")
         out.append("")
         table = []
-        tasks = any(task_summary(r) != "–" for r in mrows)
-        for r in mrows:
-            m = r.get("metrics", {})
+        tasks = any(task_summary(r) != "–" for r in arows)
+        for r in arows:
+            m = r.metrics
             table.append([
-                r.get("backend"), recipe_label(r), r.get("profile"), calibration_label(r), r.get("samples"),
+                r.backend, r.recipe, r.profile, calibration_label(r), _num(r.samples),
                 _num(m.get("rel_l2.mean")), _num(m.get("rel_l2.p99")), _num(m.get("rel_l2.max")),
                 _pct(m.get("rel_l2.share_over_0.01")), _num(m.get("cosine.min")), _num(m.get("cosine.p1")),
                 _pct(m["top1.mean"]) if "top1.mean" in m else "–",
                 *([task_summary(r)] if tasks else []),
-                "; ".join(b["budget"] for b in r.get("budgets", [])) or "–",
-                STATUS_MARK.get(r.get("status", ""), r.get("status")),
+                "; ".join(sorted({b.budget for b in r.budgets})) or "–",
+                STATUS_MARK.get(r.status, r.status),
             ])
         out.append(tabulate(table, headers=["backend", "recipe", "profile", "calibration", "samples", "rel_l2 mean",
                                             "rel_l2 p99",
                                             "rel_l2 max", "share > 1 %", "cosine min", "cosine p1", "top-1",
-                                            *(["task metrics"] if tasks else []), "budgets",
-                                            "status"],
+                                            *(["task metrics"] if tasks else []), "budgets", "status"],
                             tablefmt="github", disable_numparse=True))
         out.append("")
-        recipes = {r.get("recipe"): r for r in mrows if r.get("recipe_info")}
+        recipes = {r.recipe: r for r in arows if r.recipe_info}
         if recipes:
             out.append("Recipes: " + " · ".join(f"**{name}** {recipe_summary(r)}" for name, r in recipes.items()))
             out.append("")
-        build = [r for r in mrows if r.get("engine_size")]
+        build = [r for r in arows if r.engine_size]
         if build:
             out.append("<details><summary>artifacts</summary>")
             out.append("")
             out.append(tabulate(
-                [[r.get("backend"), recipe_label(r), r.get("profile"), _num(r.get("recipe_seconds")),
-                  _num(r.get("build_seconds")), _size(r.get("engine_size")),
-                  "hit" if r.get("cache_hit") else "built", str(r.get("engine_key", ""))[:12]] for r in build],
+                [[r.backend, r.recipe, r.profile, _num(r.recipe_seconds), _num(r.build_seconds),
+                  _size(r.engine_size), "hit" if r.cache_hit else "built", str(r.engine_key or "")[:12]]
+                 for r in build],
                 headers=["backend", "recipe", "profile", "recipe s", "build s", "engine size", "cache", "key"],
                 tablefmt="github", disable_numparse=True))
             out.append("")
@@ -169,19 +166,18 @@ def accuracy_section(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def int8_section(rows: list[dict[str, Any]]) -> list[str]:
+def int8_section(rows: list[AnyRow]) -> list[str]:
     """INT8 cases: the recipe's own error (its Q/DQ simulated in float) against the backend kernels' share."""
-    int8 = sorted((r for r in rows if r.get("type") == "accuracy" and r.get("simulated")),
-                  key=lambda r: (r["model"], *recipe_order(r)))
+    int8 = sorted((r for r in rows if isinstance(r, AccuracyRow) and r.simulated),
+                  key=lambda r: (r.model, *recipe_order(r)))
     if not int8:
         return []
     table = []
     for r in int8:
-        m, sim, ker = r.get("metrics") or {}, r.get("simulated") or {}, r.get("kernel_error") or {}
-        table.append([r["model"], r["backend"], r["recipe"], r["profile"], _num(sim.get("rel_l2.mean")),
+        m, sim, ker = r.metrics, r.simulated, r.kernel_error
+        table.append([r.model, r.backend, r.recipe, r.profile, _num(sim.get("rel_l2.mean")),
                       _num(m.get("rel_l2.mean")), _num(ker.get("rel_l2.mean")), _num(ker.get("rel_l2.p99")),
-                      "**kernels**" if r.get("kernel_dominated") else "quantization",
-                      STATUS_MARK.get(r.get("status", ""), r.get("status"))])
+                      "**kernels**" if r.kernel_dominated else "quantization", STATUS_MARK.get(r.status, r.status)])
     out = ["## INT8: the quantization against the kernels", "",
            "*as defined*: the recipe's artifact run as its ONNX says (ONNX Runtime CPU, graph optimizations off: "
            "each DequantizeLinear, then the float operator), against the FP32 reference; *backend*: what the "
@@ -190,43 +186,43 @@ def int8_section(rows: list[dict[str, Any]]) -> list[str]:
            tabulate(table, headers=["model", "backend", "recipe", "profile", "rel_l2 mean as defined",
                                     "rel_l2 mean backend", "kernel error mean", "kernel error p99", "dominated by",
                                     "status"], tablefmt="github", disable_numparse=True), ""]
-    notes = sorted({n for r in int8 for n in r.get("notes") or [] if "16 bits" in n})
+    notes = sorted({n for r in int8 for n in r.notes if "16 bits" in n})
     out += [f"Note: {n}" for n in notes]
     return out + ([""] if notes else [])
 
 
-def build_section(rows: list[dict[str, Any]]) -> list[str]:
-    builds = sorted((r for r in rows if r.get("type") == "build" and r.get("status") == "pass"),
-                    key=lambda r: (r["model"], *recipe_order(r)))
+def build_section(rows: list[AnyRow]) -> list[str]:
+    builds = sorted((r for r in rows if isinstance(r, BuildRow) and r.status == "pass"),
+                    key=lambda r: (r.model, *recipe_order(r)))
     if not builds:
         return []
-    table = [[r["model"], r["backend"], r.get("backend_version"), r["recipe"], r["profile"], _size(r.get("engine_size")),
-              _num(r.get("build_seconds")), "hit" if r.get("cache_hit") else "built",
-              str(r.get("engine_key", ""))[:12]] for r in builds]
+    table = [[r.model, r.backend, _num(r.backend_version), r.recipe, r.profile, _size(r.engine_size),
+              _num(r.build_seconds), "hit" if r.cache_hit else "built", str(r.engine_key or "")[:12]]
+             for r in builds]
     return ["## Engines built", "", "Built and cached by `pytest -m build` (nothing run); *build s* is the build's "
             "own time when it was built.", "",
             tabulate(table, headers=["model", "backend", "version", "recipe", "profile", "size", "build s", "cache",
                                      "key"], tablefmt="github", disable_numparse=True), ""]
 
 
-def failures_section(rows: list[dict[str, Any]]) -> list[str]:
+def failures_section(rows: list[AnyRow]) -> list[str]:
     out: list[str] = []
     for title, statuses in (("Failures", ("fail", "error")), ("Known failures", ("known failure",)),
                             ("Recipes that changed nothing (no-op)", ("no-op",))):
-        bad = [r for r in rows if r.get("status") in statuses]
+        bad = [r for r in rows if r.status in statuses]
         if not bad:
             continue
         out += [f"## {title}", ""]
         for r in bad:
-            out.append(f"### {r.get('id', r.get('model'))}")
+            out.append(f"### {r.label}")
             out.append("")
-            if r.get("known_failure"):
-                out += [f"Known: {r['known_failure']}", ""]
-            out += ["```", str(r.get("message", "")).strip(), "```", ""]
+            if isinstance(r, AccuracyRow) and r.known_failure:
+                out += [f"Known: {r.known_failure}", ""]
+            out += ["```", (r.message or "").strip(), "```", ""]
     skipped: dict[str, list[str]] = defaultdict(list)
     for r in rows:
-        if r.get("status") == "skipped":
-            skipped[str(r.get("message", "")).strip()].append(str(r.get("id", r.get("model"))))
+        if r.status == "skipped":
+            skipped[(r.message or "").strip()].append(r.label)
     if skipped:
         out += ["## Skipped", "", "Cases that started and found they cannot run here, by reason.", ""]
         for reason, ids in sorted(skipped.items(), key=lambda kv: -len(kv[1])):
@@ -244,15 +240,15 @@ def environment_section(env: dict[str, Any]) -> list[str]:
                                            disable_numparse=True), ""]
 
 
-def render(data: dict[str, Any], *, extra_sections: Iterable[list[str]] = ()) -> str:
-    rows = data.get("rows", [])
+def render(data: Results, *, extra_sections: Iterable[list[str]] = ()) -> str:
+    rows = data.rows
     counts: dict[str, int] = defaultdict(int)
     for r in rows:
-        counts[r.get("status", "?")] += 1
+        counts[r.status or "?"] += 1
     head = [
         "# Harness report",
         "",
-        f"Updated {data.get('updated', '?')} (last run `{data.get('last_run', '?')}`). "
+        f"Updated {data.updated or '?'} (last run `{data.last_run or '?'}`). "
         f"{len(rows)} results: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ".",
         "",
         "Generated from `results.json`; re-render with `python -m harness report DIR`.",
@@ -263,18 +259,24 @@ def render(data: dict[str, Any], *, extra_sections: Iterable[list[str]] = ()) ->
     parts = [head, accuracy_section(rows), int8_section(rows), *perf_sections(rows), build_section(rows),
              failures_section(rows),
              *extra_sections,
-             environment_section(data.get("environment", {}))]
+             environment_section(data.environment)]
     return "\n".join(line for part in parts for line in part).rstrip() + "\n"
 
 
-def write_report(report_dir: Path, data: dict[str, Any] | None = None, *,
-                 extra_sections: Iterable[list[str]] = ()) -> Path:
-    """REPORT.md (and its plots, with matplotlib) from results.json."""
+def write_report(report_dir: Path, data: Results | None = None, *, extra_sections: Iterable[list[str]] = (),
+                 history: Path | None = None) -> Path:
+    """REPORT.md (and its plots, with matplotlib) from results.json; with a ``history`` database, the
+    trends of this report's cases over the runs it holds, and their change points."""
     from .plots import write_plots
 
     if data is None:
         data = load_results(report_dir / RESULTS)
-    plots = write_plots(report_dir, data.get("rows", []))
+    sections = [*extra_sections]
+    if history is not None:
+        from .trends import trend_section
+
+        sections.append(trend_section(history, data.rows, report_dir))
+    sections.append(write_plots(report_dir, data.rows))
     path = report_dir / REPORT
-    write_text_atomic(path, render(data, extra_sections=[*extra_sections, plots]))
+    write_text_atomic(path, render(data, extra_sections=sections))
     return path

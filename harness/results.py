@@ -1,14 +1,25 @@
-"""Result rows: one flat JSON object per test, appended to its worker's JSONL file and flushed per row.
+"""Result rows on disk: one JSON line per test in its worker's file, merged into ``results.json``.
 
 Layout under the report folder::
 
-    rows/<run_id>/<worker>.jsonl      rows as tests finish (gw0.jsonl, gw1.jsonl... or main.jsonl)
+    rows/<run_id>/<worker>.jsonl        rows as tests finish (gw0.jsonl, gw1.jsonl... or main.jsonl), flushed
+                                        and synced per row
     rows/<run_id>/<worker>.cache.jsonl  cache events (built / hit / rebuilt), for the terminal summary
-    results.json                      every row, merged: a new run's row replaces an older one with the
-                                      same key, so `pytest -m accuracy` then `pytest -m perf` give one report
+    results.json                        every row, merged: a newer row replaces an older one with the same key,
+                                        so `pytest -m accuracy` then `pytest -m perf` give one report
 
-A crash loses nothing already written: rows are on disk as soon as a test ends, and
-``python -m harness report DIR`` re-renders from them.
+Nothing written is lost:
+
+* a crash loses at most the line being written (a cut-short last line is skipped with a note);
+* ``results.json`` records which runs it holds and how many bytes of their row files it read
+  (``runs``): :func:`merge_pending` folds in every run whose row files are new or grew since — the rows of a
+  killed run, or of a run still going — whether called at the end of a session or by ``harness report``;
+* a ``results.json`` that cannot be read (not JSON, not a results file, a row that fails validation) is
+  never overwritten: it is renamed aside with a warning naming both paths, and rebuilt from the row files.
+
+Of two rows with the same key the one from the later run (``run_id`` starts with its start time) wins, so
+merging is idempotent and the order runs are folded in does not matter. Rows are typed
+(:mod:`harness.rows`) and validated when read; errors name the file and line.
 """
 
 from __future__ import annotations
@@ -17,34 +28,39 @@ import json
 import os
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from filelock import FileLock
+
+from .rows import AnyRow, Row, RowError, parse_row
 
 RESULTS = "results.json"
 ROWS = "rows"
-FORMAT_VERSION = 1
-# the fields that identify a row: a newer row with the same key replaces an older one
-KEY_FIELDS = ("type", "model", "backend", "recipe", "profile", "mode", "batch", "concurrency", "resident",
-              "cuda_graph", "variant")
+FORMAT_VERSION = 2  # 2: typed rows (schema 2) and the "runs" already merged
 # fields that legitimately differ between two runs of the same case (for comparing runs)
 VOLATILE_FIELDS = ("time", "run_id", "worker", "cache_hit", "build_seconds", "setup_seconds", "seconds", "env",
                    "recipe_seconds", "recipe_hit")
 
 
-def by_model(rows: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+class ResultsError(ValueError):
+    """A results file that cannot be used; the message names it."""
+
+
+R = TypeVar("R", bound=Row)
+
+
+def by_model(rows: Iterable[R]) -> dict[str, list[R]]:
     """Rows grouped by model, models in first-seen order."""
-    groups: dict[str, list[dict[str, Any]]] = {}
+    groups: dict[str, list[R]] = {}
     for row in rows:
-        groups.setdefault(row["model"], []).append(row)
+        groups.setdefault(row.model, []).append(row)
     return groups
 
 
-def row_key(row: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(str(row.get(k, "")) for k in KEY_FIELDS)
-
-
 class RowWriter:
-    """Appends rows to one JSONL file, flushing each so that nothing written is lost on a crash."""
+    """Appends JSON objects to one JSONL file, flushing and syncing each so that a crash loses none."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -77,85 +93,186 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON-serializable: {type(value).__name__}")
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                # a line cut short by a crash: the rows before it are still good
-                continue
+def read_objects(path: Path, problems: list[str] | None = None) -> list[tuple[int, Any]]:
+    """(line number, JSON value) of each line. A last line cut short by a crash is skipped with a note in
+    ``problems``; any other line that is not JSON is a problem too (or an error, without ``problems``)."""
+    out: list[tuple[int, Any]] = []
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append((i + 1, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            what = "cut short (a crash while writing it)" if i == last else f"not JSON ({exc.msg})"
+            if problems is None and i != last:
+                raise RowError(f"{path}:{i + 1}: {what}") from None
+            if problems is not None:
+                problems.append(f"{path}:{i + 1}: skipped a line {what}")
+    return out
+
+
+def read_rows(path: Path, problems: list[str] | None = None) -> list[AnyRow]:
+    """The typed rows of one JSONL file. An invalid row raises :class:`RowError` naming file and line, or,
+    with ``problems``, is noted there and skipped (it stays in the file)."""
+    rows: list[AnyRow] = []
+    for line, data in read_objects(path, problems):
+        try:
+            rows.append(parse_row(data, f"{path}:{line}"))
+        except RowError as exc:
+            if problems is None:
+                raise
+            problems.append(f"{exc} (row skipped; it stays in the file)")
     return rows
 
 
-def run_rows(report_dir: Path, run_id: str) -> list[dict[str, Any]]:
+def row_files(report_dir: Path, run_id: str) -> list[Path]:
     folder = report_dir / ROWS / run_id
-    rows: list[dict[str, Any]] = []
-    if folder.is_dir():
-        for f in sorted(folder.glob("*.jsonl")):
-            if not f.name.endswith(".cache.jsonl"):
-                rows.extend(read_jsonl(f))
-    return rows
+    return sorted(f for f in folder.glob("*.jsonl") if not f.name.endswith(".cache.jsonl"))
+
+
+def run_rows(report_dir: Path, run_id: str, problems: list[str] | None = None) -> list[AnyRow]:
+    return [r for f in row_files(report_dir, run_id) for r in read_rows(f, problems)]
+
+
+def run_ids(report_dir: Path) -> list[str]:
+    """The runs that have row folders, oldest first (run ids start with their start time)."""
+    folder = report_dir / ROWS
+    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
 
 def run_cache_events(report_dir: Path, run_id: str) -> list[dict[str, Any]]:
     folder = report_dir / ROWS / run_id
     events: list[dict[str, Any]] = []
-    if folder.is_dir():
-        for f in sorted(folder.glob("*.cache.jsonl")):
-            events.extend(read_jsonl(f))
+    for f in sorted(folder.glob("*.cache.jsonl")) if folder.is_dir() else []:
+        events.extend(d for _, d in read_objects(f, problems=[]) if isinstance(d, dict))
     return events
 
 
-def sort_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(rows, key=lambda r: tuple(_sortable(r.get(k)) for k in KEY_FIELDS))
+def sort_rows(rows: Iterable[AnyRow]) -> list[AnyRow]:
+    return sorted(rows, key=lambda r: r.key())
 
 
-def _sortable(v: Any) -> tuple[int, Any]:
-    if v is None:
-        return (0, "")
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return (1, v)
-    return (2, str(v))
+def newer(a: AnyRow, b: AnyRow) -> bool:
+    """Whether ``a`` comes from a later run than ``b`` (or is its later row)."""
+    return (a.run_id, a.time) >= (b.run_id, b.time)
 
 
-def load_results(path: Path) -> dict[str, Any]:
-    """Read a results.json (or the folder that holds one)."""
+@dataclass
+class Results:
+    """The contents of a results.json."""
+
+    rows: list[AnyRow]
+    environment: dict[str, Any] = field(default_factory=dict)
+    updated: str = ""
+    last_run: str = ""
+    runs: dict[str, int] = field(default_factory=dict)  # run id -> bytes of its row files merged
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT_VERSION, "updated": self.updated, "last_run": self.last_run, "runs": self.runs,
+                "environment": self.environment, "rows": [r.to_dict() for r in sort_rows(self.rows)]}
+
+
+def load_results(path: Path) -> Results:
+    """Read and validate a results.json (or the folder that holds one)."""
     if path.is_dir():
         path = path / RESULTS
     if not path.is_file():
         raise FileNotFoundError(f"no results at {path}")
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ResultsError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path} cannot be read: {exc}") from None
     if not isinstance(data, dict) or "rows" not in data:
-        raise ValueError(f"{path} is not a harness results file (no 'rows')")
-    return data
+        raise ResultsError(f"{path} is not a harness results file (no 'rows')")
+    if not isinstance(data["rows"], list):
+        raise ResultsError(f"{path}: 'rows' is not a list (it is {type(data['rows']).__name__})")
+    fmt = data.get("format", 1)
+    if isinstance(fmt, int) and fmt > FORMAT_VERSION:
+        raise ResultsError(f"{path}: results format {fmt} is newer than this harness's {FORMAT_VERSION}")
+    rows = [parse_row(r, f"{path} rows[{i}]") for i, r in enumerate(data["rows"])]
+    runs = data.get("runs")
+    env = data.get("environment")
+    return Results(rows, env if isinstance(env, dict) else {}, str(data.get("updated", "")),
+                   str(data.get("last_run", "")), dict(runs) if isinstance(runs, dict) else {})
 
 
-def merge_run(report_dir: Path, run_id: str, *, environment: dict[str, Any]) -> dict[str, Any]:
-    """Merge a run's rows into ``results.json`` (replacing rows with the same key) and return it."""
+@dataclass
+class MergeOutcome:
+    results: Results | None  # None: neither a results.json nor any rows
+    merged_runs: list[str] = field(default_factory=list)  # runs whose rows were (re)read this time
+    new_rows: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def merge_pending(report_dir: Path, *, environment: dict[str, Any] | None = None) -> MergeOutcome:
+    """Fold every run whose row files are not (fully) in results.json into it, and write it if anything
+    changed. A results.json that cannot be read is kept aside and rebuilt from all the row files."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(report_dir / f".{RESULTS}.lock"), timeout=120):
+        return _merge_locked(report_dir, environment)
+
+
+def _merge_locked(report_dir: Path, environment: dict[str, Any] | None) -> MergeOutcome:
     path = report_dir / RESULTS
-    existing: list[dict[str, Any]] = []
-    if path.is_file():
+    out = MergeOutcome(None)
+    existing: Results | None = None
+    if path.exists():
         try:
-            existing = load_results(path)["rows"]
-        except (ValueError, OSError):
-            existing = []
-    new = run_rows(report_dir, run_id)
-    merged = {row_key(r): r for r in existing}
-    merged.update({row_key(r): r for r in new})
-    data = {
-        "format": FORMAT_VERSION,
-        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "last_run": run_id,
-        "environment": environment,
-        "rows": sort_rows(merged.values()),
-    }
-    write_json_atomic(path, data)
-    return data
+            existing = load_results(path)
+        except (ValueError, OSError) as exc:
+            aside = keep_aside(path)
+            out.warnings.append(f"{path} could not be read ({exc}); kept it as {aside} and rebuilt {RESULTS} from "
+                                f"the row files under {report_dir / ROWS}")
+    merged = {r.key(): r for r in existing.rows} if existing else {}
+    runs = dict(existing.runs) if existing else {}
+    changed: set[tuple[str, ...]] = set()
+    latest: AnyRow | None = None
+    for run in run_ids(report_dir):
+        size = sum(f.stat().st_size for f in row_files(report_dir, run))
+        if runs.get(run) == size:
+            continue
+        for r in run_rows(report_dir, run, out.warnings):
+            old = merged.get(r.key())
+            if old is None or (newer(r, old) and r != old):
+                merged[r.key()] = r
+                changed.add(r.key())
+            if latest is None or newer(r, latest):
+                latest = r
+        runs[run] = size
+        out.merged_runs.append(run)
+    out.new_rows = len(changed)
+    if existing is not None and not out.merged_runs:
+        out.results = existing
+        return out
+    if not merged and existing is None:
+        return out
+    # the machine of the newest row merged; the caller's, for a results.json rebuilt without rows
+    env = (latest.env if latest is not None else None) or (existing.environment if existing else None) \
+        or environment or {}
+    last = max(([existing.last_run] if existing else []) + out.merged_runs, default="")
+    out.results = Results(sort_rows(merged.values()), env, time.strftime("%Y-%m-%dT%H:%M:%S%z"), last, runs)
+    write_json_atomic(path, out.results.to_dict())
+    return out
+
+
+def keep_aside(path: Path) -> Path:
+    """Rename a file that cannot be read, so that nothing overwrites it; return its new path."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 2
+    while aside.exists():
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    try:
+        os.replace(path, aside)
+    except OSError as exc:
+        raise ResultsError(f"{path} cannot be read and cannot be moved aside ({exc}); it was left as it is and "
+                           "nothing was written") from None
+    return aside
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -171,5 +288,5 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def comparable(row: dict[str, Any]) -> dict[str, Any]:
-    """A row without the fields that differ between two runs of the same case."""
+    """A row's JSON without the fields that differ between two runs of the same case."""
     return {k: v for k, v in row.items() if k not in VOLATILE_FIELDS}

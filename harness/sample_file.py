@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import RegistryError
+from .data import read_npz
+from .errors import HarnessError, RegistryError
 from .model_io import OnnxFacts, check_ids
 from .spec import Dim, InputSpec, ModelSpec, SampleSource
 
@@ -22,39 +23,41 @@ def check_samples(samples: SampleSource, spec: ModelSpec, facts: OnnxFacts, src:
     """The samples file holds one array per input, samples first (a shared input may hold a single value), and
     the labels the outputs name; values convert to the inputs' types without loss."""
     fld = "evaluation.samples"
-    with np.load(samples.path, allow_pickle=False) as data:
-        keys = set(data.files)
-        missing = [i for i in spec.inputs if i not in keys and spec.inputs[i].value is None]
-        if missing:
-            raise RegistryError(src, name, fld, f"{samples.path} has no array for input(s) "
-                                f"{', '.join(missing)} (it has {', '.join(sorted(keys))})")
-        counts = set()
-        for inp, ispec in spec.inputs.items():
-            if inp not in keys:
-                continue
-            arr = data[inp]
-            _check_convertible(arr, ispec, samples.path, src, name, fld)
-            per_sample = [d for i, d in enumerate(ispec.dims) if i != ispec.batch_axis]
-            if ispec.shared and arr.ndim == len(per_sample) and _fits(arr.shape, per_sample):
-                pass  # one value for every sample
-            elif arr.ndim != len(per_sample) + 1 or not _fits(arr.shape[1:], per_sample):
-                raise RegistryError(src, name, fld, f"{samples.path}: array {inp!r} has shape {arr.shape}; expected "
-                                    f"(samples, {', '.join(map(str, per_sample))})"
-                                    + (" or, for this shared input, one value of its shape" if ispec.shared else ""))
-            else:
-                counts.add(arr.shape[0])
-            if np.issubdtype(ispec.dtype, np.integer) and arr.size:
-                check_ids(inp, facts, float(arr.min()), float(arr.max()), src, name, fld, f"array {inp!r}")
-        for out, cfg in spec.outputs.items():
-            if cfg.labels is None:
-                continue
-            if cfg.labels not in keys:
-                raise RegistryError(src, name, f"outputs.{out}.labels", f"{samples.path} has no array {cfg.labels!r} "
-                                    f"(it has {', '.join(sorted(keys))})")
-            counts.add(data[cfg.labels].shape[0] if data[cfg.labels].ndim else -1)
-        if len(counts) > 1:
-            raise RegistryError(src, name, fld, f"{samples.path}: inputs and labels have different sample "
-                                f"counts {sorted(counts)}")
+    try:
+        data, keys = read_npz(samples.path, list(spec.inputs) + [c.labels for c in spec.outputs.values() if c.labels])
+    except HarnessError as exc:
+        raise RegistryError(src, name, fld, str(exc)) from None
+    missing = [i for i in spec.inputs if i not in keys and spec.inputs[i].value is None]
+    if missing:
+        raise RegistryError(src, name, fld, f"{samples.path} has no array for input(s) "
+                            f"{', '.join(missing)} (it has {', '.join(sorted(keys))})")
+    counts = set()
+    for inp, ispec in spec.inputs.items():
+        if inp not in keys:
+            continue
+        arr = data[inp]
+        _check_convertible(arr, ispec, samples.path, src, name, fld)
+        per_sample = [d for i, d in enumerate(ispec.dims) if i != ispec.batch_axis]
+        if ispec.shared and arr.ndim == len(per_sample) and _fits(arr.shape, per_sample):
+            pass  # one value for every sample
+        elif arr.ndim != len(per_sample) + 1 or not _fits(arr.shape[1:], per_sample):
+            raise RegistryError(src, name, fld, f"{samples.path}: array {inp!r} has shape {arr.shape}; expected "
+                                f"(samples, {', '.join(map(str, per_sample))})"
+                                + (" or, for this shared input, one value of its shape" if ispec.shared else ""))
+        else:
+            counts.add(arr.shape[0])
+        if np.issubdtype(ispec.dtype, np.integer) and arr.size:
+            check_ids(inp, facts, float(arr.min()), float(arr.max()), src, name, fld, f"array {inp!r}")
+    for out, cfg in spec.outputs.items():
+        if cfg.labels is None:
+            continue
+        if cfg.labels not in keys:
+            raise RegistryError(src, name, f"outputs.{out}.labels", f"{samples.path} has no array {cfg.labels!r} "
+                                f"(it has {', '.join(sorted(keys))})")
+        counts.add(data[cfg.labels].shape[0] if data[cfg.labels].ndim else -1)
+    if len(counts) > 1:
+        raise RegistryError(src, name, fld, f"{samples.path}: inputs and labels have different sample "
+                            f"counts {sorted(counts)}")
 
 
 def _fits(shape: tuple[int, ...], dims: list[Dim]) -> bool:

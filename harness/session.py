@@ -22,6 +22,7 @@ from .layout import Layout
 from .recipes import Recipe, all_recipes
 from .registry import load_registry
 from .results import ROWS, RowWriter
+from .rows import Row
 from .spec import ModelSpec, Registry, select_models
 
 
@@ -43,7 +44,7 @@ class PerfSettings:
 
 @dataclass
 class Settings:
-    registry: Path
+    registry: Path | None  # None: no registry configured (the plugin then generates no cases)
     report_dir: Path
     cache_dir: Path
     models: list[str] | None = None
@@ -54,10 +55,16 @@ class Settings:
     eval_size: int | None = None
     rebuild: bool = False
     baseline: Path | None = None
+    history: Path | None = None  # SQLite database each run's rows are appended to
     reference_device: str = "cpu"
     trt_options: dict[str, Any] = field(default_factory=dict)  # builder options for tensorrt / tensorrt_rtx
     perf: PerfSettings = field(default_factory=PerfSettings)
     strict_budgets: bool = False  # a case no budget applies to fails instead of passing as "unbudgeted"
+    # where each option's value came from, for messages: "--profiles", "harness_profiles in pyproject.toml"
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def source(self, dest: str) -> str:
+        return self.sources.get(dest, "--" + dest.replace("_", "-"))
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,8 @@ class AccuracyCase:
 
 
 AUTO = "auto"
+NO_REGISTRY = ("no model registry: name one with harness_registry in the ini file ([tool.pytest.ini_options] in "
+               "pyproject.toml) or with --registry")
 
 
 def new_run_id() -> str:
@@ -87,6 +96,7 @@ class HarnessSession:
         self._writer: RowWriter | None = None
         self._events: RowWriter | None = None
         self._layouts: dict[str, tuple[ModelSpec, Layout]] = {}
+        self.last_row: Row | None = None  # the row written last (its numbers become JUnit properties)
         unknown = [b for b in settings.backends if b not in BACKENDS and b != AUTO]
         if unknown:
             raise HarnessError(f"--backends names unknown backend(s) {', '.join(unknown)}; known: {', '.join(BACKENDS)}")
@@ -95,6 +105,8 @@ class HarnessSession:
 
     @functools.cached_property
     def registry(self) -> Registry:
+        if self.settings.registry is None:
+            raise HarnessError(NO_REGISTRY)
         return load_registry(self.settings.registry)
 
     @functools.cached_property
@@ -110,14 +122,16 @@ class HarnessSession:
     def rows_dir(self) -> Path:
         return self.settings.report_dir / ROWS / self.run_id
 
-    def write_row(self, row: dict[str, Any]) -> None:
+    def write_row(self, row: Row) -> None:
+        """Stamp the row with this run, worker, time and machine, and append it to this process's file."""
         if self._writer is None:
             self._writer = RowWriter(self.rows_dir / f"{self.worker}.jsonl")
-        row.setdefault("run_id", self.run_id)
-        row.setdefault("worker", self.worker)
-        row.setdefault("time", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        row.setdefault("env", environment())
-        self._writer.write(row)
+        row.run_id = row.run_id or self.run_id
+        row.worker = row.worker or self.worker
+        row.time = row.time or time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        row.env = row.env or environment()
+        self._writer.write(row.to_dict())
+        self.last_row = row
 
     def _cache_event(self, event: dict[str, Any]) -> None:
         if self._events is None:

@@ -206,6 +206,8 @@ class Registry:
     recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
     default_recipes: list[str] = field(default_factory=lambda: list(DEFAULT_RECIPES))
     perf_recipes: list[str] | None = None  # the recipes perf sweeps time by default (None: all)
+    # [defaults.budgets] as written (each model holds them as a layer below its own); kept to name them in messages
+    default_budgets: dict[str, list[Budget]] = field(default_factory=dict)
 
 
 def file_sha256(path: Path) -> str:

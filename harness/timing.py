@@ -14,7 +14,9 @@ variation exceeds ``cv_bound`` or when throughput measured over ``windows`` equa
 drifts by more than ``drift_bound`` (max minus min, over the median). The verdict uses the robust
 coefficient of variation, 1.4826 x MAD / median (equal to std / mean for normally distributed latencies):
 the plain one, reported beside it, is dominated by the few iterations an operating system preempts among
-thousands, which make a tail (see p99) but not an uncertain throughput.
+thousands, which make a tail (see p99) but not an uncertain throughput. The summary keeps every
+iteration's latency as a log-bucket histogram (:mod:`harness.histogram`), from which ``compare`` tests
+whether two runs' medians differ.
 
 The clock is a parameter so that tests can drive the arithmetic exactly with a fake one. GPU backends add
 device times measured with CUDA events (``gpu_seconds``): per request in the concurrent modes, and in serial
@@ -30,6 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from .histogram import LogHistogram
 
 Clock = Callable[[], float]
 
@@ -140,6 +144,8 @@ class Measurement:
                 "p95": self.percentile(95) * ms, "p99": self.percentile(99) * ms,
                 "max": float(self.latencies.max()) * ms, "std": self.std * ms,
             },
+            # every iteration's latency, compactly: what compare's bootstrap test reads
+            "latency_hist": LogHistogram.from_values(self.latencies).to_dict(),
             "cv": self.cv,
             "cv_robust": self.cv_robust,
             "window_throughputs": self.window_throughputs(),

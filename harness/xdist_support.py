@@ -3,8 +3,8 @@
 Perf tests time the CPU or GPU and must not share it with other tests, nor with each other: under xdist
 they are refused. (xdist's own ``xdist_group`` / ``--dist loadgroup`` cannot pin them to one worker with
 pytest >= 9.2, whose node ids no longer come from the ``_nodeid`` attribute xdist 3.8 rewrites.) The
-controller refuses at start, before any worker exists, when the ``-m`` expression can select a test marked
-perf (an empty expression can).
+controller refuses at start, before any worker exists, when the ``-m`` expression selects perf tests (perf
+cases run only when it names them: :func:`harness.collect.selects`).
 """
 
 from __future__ import annotations
@@ -21,22 +21,6 @@ REFUSAL = ("perf tests time the CPU or GPU and must not share it with other test
 
 def distributing(config: pytest.Config) -> bool:
     return config.getoption("dist", "no") != "no" and bool(config.getoption("tx", None))
-
-
-def selects_perf(config: pytest.Config) -> bool:
-    """Whether the -m expression can select a test marked perf (with any of the harness's other markers)."""
-    expr = config.getoption("markexpr", "") or ""
-    if not expr.strip():
-        return True
-    from _pytest.mark.expression import Expression
-
-    compiled = Expression.compile(expr)
-    # a perf test carries "perf" and possibly gpu / tensorrt: try each combination
-    for extra in ((), ("gpu",), ("tensorrt",), ("gpu", "tensorrt")):
-        marks = {"perf", *extra}
-        if compiled.evaluate(lambda name, /, marks=marks, **kw: name in marks and not kw):
-            return True
-    return False
 
 
 class XdistHooks:
@@ -60,5 +44,7 @@ class XdistHooks:
 
 def refuse_perf_under_xdist(config: pytest.Config) -> None:
     """On the controller, before any worker starts."""
-    if not hasattr(config, "workerinput") and distributing(config) and selects_perf(config):
+    from .collect import selects
+
+    if not hasattr(config, "workerinput") and distributing(config) and selects(config, "perf"):
         raise pytest.UsageError(REFUSAL + f" (-m {config.getoption('markexpr')!r} selects perf tests)")

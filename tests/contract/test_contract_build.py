@@ -15,7 +15,7 @@ from harness.cache import CacheWarning
 from harness.data import SampleSet
 from harness.errors import BuildError, ModeUnsupported, ProfileError
 from harness.profiles import Profile
-from harness.spec import load_registry
+from harness.registry import load_registry
 from tests.contract import models
 from tests.helpers import write_registry
 

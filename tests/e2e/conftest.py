@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,10 +28,18 @@ class Project:
         pytester.makeconftest('pytest_plugins = ["harness.plugin"]\n')
         pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\n")
 
-    def run(self, *args: str, registry: Path | None = None, report: str = "reports") -> pytest.RunResult:
-        argv = ["gates", f"--report-dir={report}", f"--engine-cache={self.cache}",
+    def argv(self, *args: str, registry: Path | None = None, report: str = "reports") -> list[str]:
+        return ["gates", f"--report-dir={report}", f"--engine-cache={self.cache}",
                 f"--registry={registry or ROOT / 'fixtures' / 'models.toml'}", *args]
-        return self.pytester.runpytest_subprocess(*argv)
+
+    def run(self, *args: str, registry: Path | None = None, report: str = "reports") -> pytest.RunResult:
+        return self.pytester.runpytest_subprocess(*self.argv(*args, registry=registry, report=report))
+
+    def start(self, *args: str, report: str = "reports") -> subprocess.Popen[bytes]:
+        """The same run in the background (to be killed midway): output goes to ``<report>.log``."""
+        with open(self.path / f"{report}.log", "wb") as log:  # the child keeps its own copy of the handle
+            return subprocess.Popen([sys.executable, "-m", "pytest", *self.argv(*args, report=report)],
+                                    cwd=self.path, stdout=log, stderr=subprocess.STDOUT)
 
     def results(self, report: str = "reports") -> list[dict]:
         return json.loads((self.path / report / "results.json").read_text())["rows"]

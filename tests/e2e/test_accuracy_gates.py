@@ -116,3 +116,32 @@ def test_no_ops_skip_with_the_reason_and_unbudgeted_cases_are_named(project, tmp
     assert "unbudgeted: 1 case(s) failed (--strict-budgets): all_in_if/fp32" in strict.stdout.str()
     project.pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\nharness_strict_budgets = true\n")
     project.run("-m", "accuracy", registry=registry, report="ini").assert_outcomes(failed=1, skipped=1)
+
+
+def test_what_the_run_left_out_is_named_once_per_backend_and_model(project, tmp_path):
+    """Backends this machine cannot run get no cases under the default `auto`; a model whose package is missing
+    gets none either; the terminal summary names each once, with the reason (not a skip per case)."""
+    from harness.backends import BACKENDS, get_backend
+
+    copy_fixture_model("ranker", tmp_path)
+    registry = write_registry(tmp_path, """
+        [models.ranker]
+        path = "ranker.onnx"
+        [models.ranker.inputs.ids]
+        range = [0, 7999]
+        [models.ranker.evaluation]
+        size = 4
+        [models.ranker.profiles]
+        dynamic = { min = "ids:1x8,dense:1x13", opt = "ids:4x8,dense:4x13", max = "ids:8x8,dense:8x13" }
+        [models.shipped]
+        package = "no_such_package_ships_this"
+        path = "models/net.onnx"
+        """)
+    result = project.run("-m", "accuracy", "--recipes=fp32", registry=registry)
+    result.assert_outcomes(passed=1)  # ranker on ort_cpu; nothing generated for the rest, nothing skipped
+    out = result.stdout.str()
+    assert out.count("not run here: model shipped: no cases: its package 'no_such_package_ships_this' is not "
+                     "installed") == 1
+    for name in BACKENDS:
+        reason = get_backend(name).unavailable()
+        assert (f"not run here: backend {name}:" in out) == (reason is not None), name

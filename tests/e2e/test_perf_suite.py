@@ -19,6 +19,8 @@ def test_the_perf_sweep_writes_rows_and_the_report_tables(project):
         assert r["latency_ms"]["p50"] <= r["latency_ms"]["p99"] <= r["latency_ms"]["max"]
         assert r["env"]["cores"] >= 1 and r["resources"]["rss_peak_mb"] > 0
         assert r["threads_per_runner"] >= 1 and isinstance(r["stable"], bool)
+        # every iteration's latency, kept as a histogram for compare's test: as many as were timed
+        assert sum(n for _, n in r["latency_hist"]["bins"]) == r["iterations"] and r["schema"] == 2
     report = project.report()
     assert "## Throughput and latency" in report and "## Which configuration wins" in report
     assert "![ranker throughput](plots/ranker-throughput.png)" in report
@@ -29,8 +31,11 @@ def test_the_perf_sweep_writes_rows_and_the_report_tables(project):
 
 
 def test_perf_tests_are_refused_under_xdist_while_accuracy_tests_parallelize(project):
-    for expr in ("perf", "perf or accuracy", "not accuracy", ""):
+    for expr in ("perf", "perf or accuracy", "perf and not gpu"):
         result = project.run("-m", expr, *QUICK, "-n", "2")
         assert result.ret == pytest.ExitCode.USAGE_ERROR, expr
         assert "run `pytest -m perf` without -n" in result.stderr.str()
+    # perf cases run only when -m names them: an expression that does not selects none, and is not refused
+    result = project.run("-m", "not accuracy", *QUICK, "-n", "2")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED and "without -n" not in result.stderr.str()
     project.run("-m", "accuracy", *QUICK, "--recipes=fp32", "-n", "2").assert_outcomes(passed=1)

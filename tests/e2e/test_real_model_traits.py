@@ -159,14 +159,14 @@ def hs(folder):
 def run(hs: HarnessSession, model: str, recipe: str, profile: str = "dynamic") -> tuple[dict, str]:
     """The case's row and how it ended: pass, fail, no-op (or the HarnessError's text)."""
     try:
-        return check_accuracy(hs, AccuracyCase(model, "ort_cpu", recipe, profile)), "pass"
+        return check_accuracy(hs, AccuracyCase(model, "ort_cpu", recipe, profile)).to_dict(), "pass"
     except AccuracyGateFailure:
         outcome = "fail"
     except NoOpRecipe:
         outcome = "no-op"
-    rows = [r for r in run_rows(hs.settings.report_dir, hs.run_id) if r["model"] == model and r["recipe"] == recipe
-            and r["profile"] == profile]
-    return rows[-1], outcome
+    rows = [r for r in run_rows(hs.settings.report_dir, hs.run_id) if r.model == model and r.recipe == recipe
+            and r.profile == profile]
+    return rows[-1].to_dict(), outcome
 
 
 # ---------------------------------------------------------------------------------------------------- 1
@@ -329,9 +329,10 @@ def test_unbudgeted_is_visible_and_strict_budgets_fail_it(folder, hs):
     assert outcome == "fail" and row["status"] == "fail"
     assert "no budget applies to recipe 'fp16'" in row["message"] and "--strict-budgets" in row["message"]
     from harness.finish import status_lines
+    from harness.rows import parse_row
 
     assert any(line.startswith("unbudgeted: 1 case(s) failed (--strict-budgets): outlier/fp16")
-               for line in status_lines([row], strict=True))
+               for line in status_lines([parse_row(row, "test")], strict=True))
 
 
 def test_fp32_default_tolerates_reordering_across_a_recurrence(tmp_path):
@@ -355,7 +356,7 @@ def test_fp32_default_tolerates_reordering_across_a_recurrence(tmp_path):
         """)
     hs = HarnessSession(Settings(registry=tmp_path / "models.toml", report_dir=tmp_path / "r", cache_dir=tmp_path / "c"))
     try:
-        row = check_accuracy(hs, AccuracyCase("deep", "ort_cpu", "fp32", "dynamic"))
+        row = check_accuracy(hs, AccuracyCase("deep", "ort_cpu", "fp32", "dynamic")).to_dict()
     finally:
         hs.close()
     assert row["status"] == "pass" and row["budget_source"] == "built-in defaults"
@@ -431,7 +432,7 @@ def test_keep_fp32_is_recorded_in_the_row(folder, tmp_path):
     hs = HarnessSession(Settings(registry=write_registry(tmp_path, body), report_dir=tmp_path / "r",
                                  cache_dir=tmp_path / "c"))
     try:
-        row = check_accuracy(hs, AccuracyCase("branchy", "ort_cpu", "fp16-head32", "dynamic"))
+        row = check_accuracy(hs, AccuracyCase("branchy", "ort_cpu", "fp16-head32", "dynamic")).to_dict()
         art = apply_recipe(hs.recipe("fp16-head32"), hs.model("branchy"), hs.cache)
     finally:
         hs.close()
@@ -491,7 +492,7 @@ def test_float64_real_samples_feed_a_float32_input(tmp_path):
         """)
     hs = HarnessSession(Settings(registry=tmp_path / "models.toml", report_dir=tmp_path / "r", cache_dir=tmp_path / "c"))
     try:
-        row = check_accuracy(hs, AccuracyCase("clf", "ort_cpu", "fp32", "dynamic"))
+        row = check_accuracy(hs, AccuracyCase("clf", "ort_cpu", "fp32", "dynamic")).to_dict()
     finally:
         hs.close()
     assert row["status"] == "pass" and row["data"] == "real" and row["samples"] == 16

@@ -141,10 +141,10 @@ def hs(tmp_path_factory):
 
 def run(hs: HarnessSession, model: str, recipe: str = "fp32") -> tuple[dict, bool]:
     try:
-        return check_accuracy(hs, AccuracyCase(model, "ort_cpu", recipe, "dynamic")), True
+        return check_accuracy(hs, AccuracyCase(model, "ort_cpu", recipe, "dynamic")).to_dict(), True
     except AccuracyGateFailure:
-        rows = [r for r in run_rows(hs.settings.report_dir, hs.run_id) if r["model"] == model and r["recipe"] == recipe]
-        return rows[-1], False
+        rows = [r for r in run_rows(hs.settings.report_dir, hs.run_id) if r.model == model and r.recipe == recipe]
+        return rows[-1].to_dict(), False
 
 
 def _budget(row: dict, text: str) -> dict:

@@ -153,7 +153,7 @@ def test_a_scope_changes_the_verdict_of_a_real_case_only_on_the_device_it_names(
                 check_accuracy(hs, case)
         else:
             row = check_accuracy(hs, case)
-            assert row["status"] == "pass" and "expectation_scopes" not in row
+            assert row.status == "pass" and row.expectation_scopes == []
         hs.close()
 
 

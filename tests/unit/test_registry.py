@@ -157,3 +157,54 @@ def test_batch_axes_follow_the_batch_name_and_shared_inputs_take_values(tmp_path
     assert spec.inputs["state"].shared and "state" not in spec.profiles["p"].opt
     feeds = SampleSet(spec, spec.profiles["p"], size=3).samples(0, 2)
     assert feeds["state"].shape == (2, 1, 16) and feeds["state"].any()
+
+
+@pytest.mark.parametrize("extra, field", [
+    ('[models.mlp.budgets]\nfp16 = ["p99(rel_l2[logits]) <= 1%"]', "budgets.fp16"),
+    ('[[models.mlp.where]]\nbackends = ["ort_cpu"]\nbudgets = { int8 = ["p1(cosine[probs]) >= 0.99"] }',
+     "where[0].budgets.int8"),
+])
+def test_a_budget_naming_an_output_the_model_lacks_is_refused_at_load(folder, extra, field):
+    with pytest.raises(RegistryError) as err:
+        load(folder, GOOD.format(extra=extra))
+    assert err.value.field == field and "the model's outputs are y" in str(err.value)
+
+
+def test_a_default_budget_naming_an_output_a_model_lacks_names_the_model_and_the_defaults(folder):
+    body = '[defaults.budgets]\nfp32 = ["max(rel_l2[logits]) <= 1e-4"]\n' + GOOD.format(extra="")
+    with pytest.raises(RegistryError, match=r"model 'mlp', field 'defaults.budgets.fp32': budget "
+                                            r"'max\(rel_l2\[logits\]\) <= 1e-4' names output 'logits'"):
+        load(folder, body)
+
+
+def test_a_model_that_fails_the_onnx_checker_is_refused_at_load(folder):
+    import onnx
+    from onnx import helper
+
+    m = onnx.load(str(folder / "mlp.onnx"))
+    m.graph.node.append(helper.make_node("Relu", ["nowhere"], ["z"]))  # an input nothing produces
+    (folder / "mlp.onnx").write_bytes(m.SerializeToString())
+    with pytest.raises(RegistryError) as err:
+        load(folder, GOOD.format(extra=""))
+    assert err.value.field == "path" and "fails the ONNX checker" in str(err.value) and "'nowhere'" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_recipes_must_be_a_list_of_names(folder):
+    with pytest.raises(RegistryError, match=r"field 'recipes': must be a list of recipe names"):
+        load(folder, GOOD.format(extra="").replace('path = "mlp.onnx"', 'path = "mlp.onnx"\nrecipes = "fp16"'))
+
+
+def test_a_samples_file_that_is_not_a_plain_npz_is_refused_naming_the_file(folder):
+    body = GOOD.format(extra='[models.mlp.evaluation]\nsamples = "s.npz"')
+    (folder / "s.npz").write_text("x,y\n1,2\n")
+    with pytest.raises(RegistryError, match=r"field 'evaluation.samples': .*s\.npz is not a \.npz file \(not a zip"):
+        load(folder, body)
+    objects = np.empty(10, dtype=object)
+    np.savez(folder / "s.npz", x=objects)
+    with pytest.raises(RegistryError, match=r"s\.npz: array 'x' holds Python objects \(a pickle\), which the "
+                                            r"harness never loads"):
+        load(folder, body)
+    (folder / "s.npz").write_bytes((folder / "s.npz").read_bytes()[:60])  # a zip cut short
+    with pytest.raises(RegistryError, match=r"s\.npz (is not a \.npz file|cannot be read)"):
+        load(folder, body)

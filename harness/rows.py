@@ -1,0 +1,412 @@
+"""Result rows: one typed, versioned schema that the checks fill and every reader validates.
+
+A row is one test's outcome, one JSON object per line in ``rows/<run>/<worker>.jsonl`` and one element of
+``results.json``'s ``rows``. Three types, one dataclass each:
+
+``accuracy``  :class:`AccuracyRow`  a case's error statistics against the FP32 reference, its budgets, verdict
+``perf``      :class:`PerfRow`      a timed configuration: throughput, latency percentiles, a latency histogram
+``build``     :class:`BuildRow`     an engine built (or found in the cache), nothing run
+
+Every row carries its identity (model, backend, recipe, profile, and for perf the mode, batch, N...), its
+``status``, where it was made (``run_id``, ``worker``, ``time``) and the machine (``env``, see
+:data:`ENV_FIELDS`). On disk a row is flat JSON with ``"schema": SCHEMA_VERSION``.
+
+Reading (:func:`parse_row`) is strict about what identifies a row and about the type of every declared
+field, and lenient about the rest: a key this version does not declare is kept in ``extra`` and written
+back unchanged, so rows from a newer harness (or fields added on another branch) survive a merge.
+Errors name the file and line. Versions: rows written before the schema existed have no ``schema`` key
+and are version 1; :func:`migrate` brings them to the current version.
+
+Nested statistics stay mappings: ``metrics`` {"rel_l2.p99": ...}, ``latency_ms`` {"p50": ...}.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import re
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+SCHEMA_VERSION = 2
+log = logging.getLogger(__name__)
+
+# the machine's facts every row carries under "env" (flat; plus "pkg.<name>": version per package).
+# Declared keys are type-checked when read; others are kept as they are.
+ENV_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "host": str, "os": str, "python": str, "cpu": str, "cores": int, "memory_gb": (int, float),
+    "gpu": str, "gpu_cc": str, "driver": str, "cuda_driver": str, "gpu_count": int, "cuda_runtime": (str, int),
+    "cudnn": str, "cpu_features": list, "cpu_int8_kernels": str,
+}
+
+
+class RowError(ValueError):
+    """A row that does not fit the schema; the message names the file and line (or index) and the field."""
+
+
+@dataclass(frozen=True)
+class Number:
+    """One key number of a row (for JUnit properties, history and trends); ``better`` is its good direction."""
+
+    name: str
+    value: float
+    better: str | None  # "lower", "higher" or None (shown, never judged)
+
+
+@dataclass(kw_only=True)
+class BudgetValue:
+    """One budget evaluated on one output: ``budget`` is its label ("p99(rel_l2) <= 1%"), ``statistic``
+    the part before the comparison ("p99(rel_l2)"), which compare and history match across runs."""
+
+    budget: str
+    output: str | None = None
+    value: float | None = None
+    passed: bool = False
+    statistic: str = ""
+    op: str = ""
+    bound: float | None = None
+    fp32: float | None = None  # an "of fp32" budget: the FP32 reference's own value (the bound is a fraction of it)
+
+    @property
+    def better(self) -> str | None:
+        return "lower" if self.op.startswith("<") else "higher" if self.op.startswith(">") else None
+
+
+_LABEL = re.compile(r"^\s*(?P<stat>.*?\))\s*(?P<op><=|>=|<|>)\s*(?P<bound>[-+0-9.eE]+%?)\s*(?:of\s+fp32)?\s*$")
+
+
+def split_budget_label(label: str) -> tuple[str, str, float | None]:
+    """"p99(rel_l2) <= 1%" -> ("p99(rel_l2)", "<=", 0.01); a label it cannot read -> (label, "", None)."""
+    m = _LABEL.match(label)
+    if not m:
+        return label.strip(), "", None
+    text = m.group("bound")
+    try:
+        bound = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
+    except ValueError:
+        bound = None
+    return m.group("stat"), m.group("op"), bound
+
+
+@dataclass(kw_only=True)
+class Row:
+    """What every row has. Subclasses add their type's fields; ``KEY`` names the fields that identify a case
+    (a newer row with the same key replaces an older one in results.json)."""
+
+    TYPE: ClassVar[str] = ""
+    KEY: ClassVar[tuple[str, ...]] = ("model", "backend", "recipe", "profile")
+
+    model: str
+    backend: str
+    recipe: str
+    profile: str
+    id: str = ""
+    status: str = ""
+    message: str | None = None
+    recipe_kind: str | None = None
+    backend_version: str | None = None
+    run_id: str = ""
+    worker: str = ""
+    time: str = ""
+    env: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not declare, kept as read
+
+    def key(self) -> tuple[str, ...]:
+        return (self.TYPE, *(str(getattr(self, k)) for k in self.KEY))
+
+    @property
+    def label(self) -> str:
+        return self.id or "-".join(str(getattr(self, k)) for k in self.KEY)
+
+    def update(self, fields: dict[str, Any] | None = None, **more: Any) -> None:
+        """Set fields by name; a name this version does not declare goes to ``extra`` (kept, written back)."""
+        declared = _fields(type(self))
+        for name, value in {**(fields or {}), **more}.items():
+            if name in declared and name != "extra":
+                setattr(self, name, value)
+            else:
+                self.extra[name] = value
+
+    def numbers(self) -> list[Number]:
+        """The row's key numbers: JUnit properties, history series, trend plots."""
+        return []
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat JSON: schema version, type, declared fields that are set, then the extra keys."""
+        out: dict[str, Any] = {"schema": SCHEMA_VERSION, "type": self.TYPE}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra" or value is None or isinstance(value, (str, dict, list)) and not value:
+                continue
+            if f.name == "budgets":
+                value = [{k: v for k, v in dataclasses.asdict(b).items() if v is not None} for b in value]
+            out[f.name] = value
+        out.update(self.extra)
+        return out
+
+
+@dataclass(kw_only=True)
+class AccuracyRow(Row):
+    TYPE: ClassVar[str] = "accuracy"
+
+    batch: int | None = None
+    samples: int | None = None
+    data: str | None = None  # "real" or "generated" samples
+    profile_shapes: str | None = None
+    recipe_params: dict[str, Any] = field(default_factory=dict)
+    recipe_info: dict[str, Any] = field(default_factory=dict)
+    recipe_seconds: float | None = None
+    recipe_hit: bool | None = None
+    build_seconds: float | None = None
+    engine_size: int | None = None
+    cache_hit: bool | None = None
+    engine_key: str | None = None
+    setup_seconds: float | None = None
+    seconds: float | None = None
+    runner: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float | None] = field(default_factory=dict)  # "rel_l2.p99": worst output's value
+    outputs: dict[str, Any] = field(default_factory=dict)  # per output: statistics, NaN/Inf counts, worst samples
+    budgets: list[BudgetValue] = field(default_factory=list)
+    nonfinite_samples: int = 0
+    known_failure: str | None = None
+    expectation_scopes: list[str] = field(default_factory=list)  # the registry's [[where]] blocks that applied
+    # int8 recipes: the artifact as its ONNX defines it (Q/DQ run in float) against FP32, and the backend
+    # against that; kernel_dominated when the second is the larger (harness.checks.kernels_dominate)
+    simulated: dict[str, float | None] = field(default_factory=dict)
+    kernel_error: dict[str, float | None] = field(default_factory=dict)
+    kernel_dominated: bool | None = None
+    notes: list[str] = field(default_factory=list)
+    # where the budgets came from: "built-in defaults", "registry defaults", "model", "where ..." or "none"
+    budget_source: str | None = None
+    unbudgeted: bool | None = None  # no budget applied (status "unbudgeted", or "fail" with --strict-budgets)
+    no_op: str | None = None  # why the recipe changed nothing (status "no-op")
+    # the outputs' batch axes and real shapes by batch size, from one run of the FP32 model (harness.layout)
+    output_layout: dict[str, Any] = field(default_factory=dict)
+    fp32_label_metrics: dict[str, float | None] = field(default_factory=dict)  # FP32's scores against labels
+
+    def numbers(self) -> list[Number]:
+        out: list[Number] = []
+        many = len({b.output for b in self.budgets}) > 1
+        for b in self.budgets:
+            if b.value is not None:
+                out.append(Number(b.statistic + (f"[{b.output}]" if many and b.output else ""), b.value, b.better))
+        worst = self.metrics.get("rel_l2.p99")
+        if worst is not None and not any(n.name == "p99(rel_l2)" for n in out):
+            out.append(Number("rel_l2.p99", worst, "lower"))  # the usual question, budgeted or not
+        return out
+
+
+@dataclass(kw_only=True)
+class PerfRow(Row):
+    TYPE: ClassVar[str] = "perf"
+    KEY: ClassVar[tuple[str, ...]] = ("model", "backend", "recipe", "profile", "mode", "batch", "concurrency",
+                                      "resident", "cuda_graph")
+
+    mode: str
+    batch: int
+    concurrency: int = 1
+    resident: bool = True
+    cuda_graph: bool = False
+    threads_per_runner: int | None = None
+    transfers_included: bool | None = None
+    policy: dict[str, Any] = field(default_factory=dict)
+    engine_key: str | None = None
+    cache_hit: bool | None = None
+    throughput: float | None = None  # samples / s over the measurement window
+    iterations: int | None = None
+    wall_s: float | None = None
+    warmup_iters: int | None = None
+    warmup_s: float | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)  # mean, min, p50, p90, p95, p99, max, std
+    latency_hist: dict[str, Any] | None = None  # harness.histogram.LogHistogram.to_dict(), seconds
+    cv: float | None = None
+    cv_robust: float | None = None
+    window_throughputs: list[float] = field(default_factory=list)
+    drift: float | None = None
+    stable: bool | None = None
+    unstable_reasons: list[str] = field(default_factory=list)
+    gpu_ms: dict[str, float] | None = None
+    runner: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def measured(self) -> bool:
+        return bool(self.throughput) and self.status in ("pass", "unstable")
+
+    @property
+    def config(self) -> str:
+        """"multistream b8 n2 +graph": the configuration in a few words."""
+        return (f"{self.mode} b{self.batch}" + (f" n{self.concurrency}" if self.mode != "serial" else "")
+                + (" +graph" if self.cuda_graph else "") + ("" if self.resident else " +copy"))
+
+    def numbers(self) -> list[Number]:
+        out = [Number("throughput", self.throughput, "higher")] if self.throughput else []
+        for q in ("p50", "p99"):
+            if self.latency_ms.get(q) is not None:
+                out.append(Number(f"{q}_ms", float(self.latency_ms[q]), "lower"))
+        if self.cv_robust is not None and not math.isnan(self.cv_robust):
+            out.append(Number("cv_robust", self.cv_robust, None))
+        return out
+
+
+@dataclass(kw_only=True)
+class BuildRow(Row):
+    TYPE: ClassVar[str] = "build"
+
+    build_seconds: float | None = None
+    engine_size: int | None = None
+    cache_hit: bool | None = None
+    engine_key: str | None = None
+    engine_info: dict[str, Any] = field(default_factory=dict)
+    recipe_info: dict[str, Any] = field(default_factory=dict)
+
+    def numbers(self) -> list[Number]:
+        out = [Number("engine_size", float(self.engine_size), None)] if self.engine_size else []
+        if self.build_seconds is not None and not self.cache_hit:
+            out.append(Number("build_seconds", self.build_seconds, None))
+        return out
+
+
+ROW_TYPES: dict[str, type[Row]] = {c.TYPE: c for c in (AccuracyRow, PerfRow, BuildRow)}
+AnyRow = typing.Union[AccuracyRow, PerfRow, BuildRow]
+
+
+def junit_properties(row: Row) -> list[tuple[str, object]]:
+    """A test's properties in the JUnit XML, so that CI dashboards show the numbers: status, key numbers."""
+    props: list[tuple[str, object]] = [("status", row.status)]
+    props += [(n.name, f"{n.value:.6g}") for n in row.numbers()]
+    if isinstance(row, PerfRow) and row.stable is not None:
+        props.append(("stable", "yes" if row.stable else "no"))
+    return props
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+def migrate(data: dict[str, Any], version: int) -> dict[str, Any]:
+    """Bring a row's JSON from ``version`` to :data:`SCHEMA_VERSION` (returns a new dict)."""
+    data = dict(data)
+    if version < 2:
+        # version 1 budgets had only label, output, value and verdict: :func:`_budget` reads the statistic,
+        # comparison and bound from the label (whatever the version), so compare and history can match them
+        data.pop("variant", None)  # a key field no writer ever set
+    data["schema"] = SCHEMA_VERSION
+    return data
+
+
+def _budget_v2(b: dict[str, Any]) -> dict[str, Any]:
+    if "statistic" in b or not isinstance(b.get("budget"), str):
+        return b
+    statistic, op, bound = split_budget_label(b["budget"])
+    return {**b, "statistic": statistic, "op": op, "bound": bound}
+
+
+def parse_row(data: Any, where: str) -> AnyRow:
+    """Validate one row's JSON and return its typed row; ``where`` ("reports/rows/x/gw0.jsonl:12") names it
+    in errors."""
+    if not isinstance(data, dict):
+        raise RowError(f"{where}: a row must be a JSON object, got {type(data).__name__}")
+    version = data.get("schema", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise RowError(f"{where}: 'schema' must be a positive integer, got {version!r}")
+    if version > SCHEMA_VERSION:
+        raise RowError(f"{where}: row schema {version} is newer than this harness's {SCHEMA_VERSION}; upgrade "
+                       "the harness to read it")
+    data = migrate(data, version)
+    cls = ROW_TYPES.get(str(data.get("type")))
+    if cls is None:
+        raise RowError(f"{where}: 'type' must be one of {', '.join(ROW_TYPES)}, got {data.get('type')!r}")
+    declared = _fields(cls)
+    kwargs: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for name, value in data.items():
+        if name in ("schema", "type"):
+            continue
+        check = declared.get(name)
+        if check is None or name == "extra":
+            extra[name] = value
+            continue
+        if not check(value):
+            raise RowError(f"{where}: {cls.TYPE} row field {name!r} must be {_describe(cls, name)}, got {value!r}")
+        kwargs[name] = value
+    missing = [f.name for f in dataclasses.fields(cls) if _required(f) and f.name not in kwargs]
+    if missing:
+        raise RowError(f"{where}: {cls.TYPE} row lacks required field(s) {', '.join(missing)}")
+    if extra:
+        log.debug("%s: keeping field(s) this schema does not declare: %s", where, ", ".join(extra))
+    if "budgets" in kwargs:
+        kwargs["budgets"] = [_budget(b, f"{where}: budgets[{i}]") for i, b in enumerate(kwargs["budgets"])]
+    if "env" in kwargs:
+        check_environment(kwargs["env"], f"{where}: env")
+    return cls(**kwargs, extra=extra)  # type: ignore[return-value]
+
+
+def check_environment(env: dict[str, Any], where: str) -> None:
+    for name, kind in ENV_FIELDS.items():
+        value = env.get(name)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise RowError(f"{where}: {name!r} must be {_type_name(kind)}, got {value!r}")
+
+
+def _budget(b: Any, where: str) -> BudgetValue:
+    if not isinstance(b, dict) or not isinstance(b.get("budget"), str):
+        raise RowError(f"{where}: a budget must be an object with a 'budget' label, got {b!r}")
+    known = {f.name for f in dataclasses.fields(BudgetValue)}
+    kept = {k: v for k, v in _budget_v2(b).items() if k in known}
+    value = kept.get("value")
+    if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+        raise RowError(f"{where}: 'value' must be a number, got {value!r}")
+    return BudgetValue(**kept)
+
+
+def _type_name(kind: Any) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join({int: "an integer", float: "a number", str: "a string", bool: "true or false",
+                        dict: "an object", list: "a list"}.get(k, k.__name__) for k in kinds)
+
+
+def _describe(cls: type[Row], name: str) -> str:
+    kinds, optional = _kinds(typing.get_type_hints(cls)[name])
+    return " or ".join(_type_name(k) for k in kinds if k is not int or float not in kinds) + \
+        (" or null" if optional else "")
+
+
+def _required(f: dataclasses.Field[Any]) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+_CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {}
+
+
+def _fields(cls: type[Row]) -> dict[str, Callable[[Any], bool]]:
+    """Field name -> a check of a JSON value against the field's declared type (built once per type)."""
+    if cls.__name__ not in _CHECKS:
+        hints = typing.get_type_hints(cls)
+        _CHECKS[cls.__name__] = {f.name: _checker(hints[f.name]) for f in dataclasses.fields(cls)}
+    return _CHECKS[cls.__name__]
+
+
+def _kinds(hint: Any) -> tuple[list[Any], bool]:
+    """The runtime types a field's annotation allows (``dict[str, float]`` -> dict), and whether None."""
+    members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    kinds = [typing.get_origin(m) or m for m in members if m is not type(None)]
+    if float in kinds:
+        kinds.append(int)  # JSON writes 2.0 as 2
+    return kinds, type(None) in members
+
+
+def _checker(hint: Any) -> Callable[[Any], bool]:
+    kinds, optional = _kinds(hint)
+
+    def check(value: Any) -> bool:
+        if value is None:
+            return optional
+        if isinstance(value, bool):
+            return bool in kinds or Any in kinds
+        return any(k is Any or isinstance(value, k) for k in kinds)
+
+    return check

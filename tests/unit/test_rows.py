@@ -1,0 +1,74 @@
+"""The row schema: typed rows round-trip, unknown fields survive, old rows migrate, bad rows are named."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.rows import SCHEMA_VERSION, AccuracyRow, PerfRow, RowError, junit_properties, parse_row
+
+# a row as the harness wrote it before the schema existed (version 1: no "schema" key)
+V1_ACCURACY = {
+    "type": "accuracy", "id": "ranker-ort_cpu-int8-dynamic", "model": "ranker", "backend": "ort_cpu",
+    "recipe": "int8", "profile": "dynamic", "batch": 1, "status": "pass", "variant": "",
+    "metrics": {"rel_l2.p99": 0.004, "top1.mean": 0.998},
+    "budgets": [{"budget": "p99(rel_l2) <= 1%", "output": "score", "value": 0.004, "passed": True},
+                {"budget": "mean(top1) >= 0.99", "output": "score", "value": 0.998, "passed": True}],
+    "run_id": "20250101-010101-abcdef", "env": {"host": "h", "cores": 2, "cpu": "EPYC"},
+}
+
+
+def test_a_version_1_row_is_migrated_budgets_read_from_their_labels():
+    row = parse_row(V1_ACCURACY, "results.json rows[0]")
+    assert isinstance(row, AccuracyRow) and row.samples is None and row.status == "pass"
+    p99, top1 = row.budgets
+    assert (p99.statistic, p99.op, p99.bound, p99.better) == ("p99(rel_l2)", "<=", 0.01, "lower")
+    assert (top1.statistic, top1.op, top1.bound, top1.better) == ("mean(top1)", ">=", 0.99, "higher")
+    out = row.to_dict()
+    assert out["schema"] == SCHEMA_VERSION and "variant" not in out
+    assert parse_row(json.loads(json.dumps(out)), "again") == row
+
+
+def test_fields_this_version_does_not_declare_are_kept_and_written_back():
+    data = {**parse_row(V1_ACCURACY, "r").to_dict(), "stations": {"cycle_ms": 3.0}, "tags": ["a", "b"]}
+    row = parse_row(data, "x.jsonl:3")
+    assert row.extra == {"stations": {"cycle_ms": 3.0}, "tags": ["a", "b"]}
+    again = row.to_dict()
+    assert again["stations"] == {"cycle_ms": 3.0} and again["tags"] == ["a", "b"]
+    # writers may set a field the schema does not know yet: it travels in extra, flat in the JSON
+    row.update(doctor={"nodes": 3}, samples=16)
+    assert row.samples == 16 and row.to_dict()["doctor"] == {"nodes": 3}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"type": "timing"}, "'type' must be one of accuracy, perf, build, got 'timing'"),
+    ({"model": None}, "accuracy row field 'model' must be a string, got None"),
+    ({"batch": "1"}, "accuracy row field 'batch' must be an integer or null, got '1'"),
+    ({"status": 3}, "accuracy row field 'status' must be a string, got 3"),
+    ({"metrics": [1, 2]}, "field 'metrics' must be an object, got [1, 2]"),
+    ({"schema": 99}, "row schema 99 is newer than this harness's"),
+    ({"budgets": [{"value": 1}]}, "budgets[0]: a budget must be an object with a 'budget' label"),
+    ({"env": {"cores": "two"}}, "env: 'cores' must be an integer, got 'two'"),
+])
+def test_a_row_that_does_not_fit_names_the_file_line_and_field(change, message):
+    with pytest.raises(RowError) as exc:
+        parse_row({**V1_ACCURACY, **change}, "reports/rows/r/gw0.jsonl:12")
+    assert str(exc.value).startswith("reports/rows/r/gw0.jsonl:12: ") and message in str(exc.value)
+
+
+def test_a_perf_row_needs_its_key_fields():
+    with pytest.raises(RowError, match=r"perf row lacks required field\(s\) mode, batch"):
+        parse_row({"type": "perf", "model": "m", "backend": "b", "recipe": "r", "profile": "p"}, "f:1")
+    row = parse_row({"type": "perf", "model": "m", "backend": "b", "recipe": "r", "profile": "p", "mode": "serial",
+                     "batch": 4, "throughput": 10, "latency_ms": {"p50": 1.5, "p99": 3.0}, "status": "unstable",
+                     "stable": False}, "f:2")
+    assert isinstance(row, PerfRow) and row.concurrency == 1 and row.resident and row.throughput == 10
+    assert row.key() == ("perf", "m", "b", "r", "p", "serial", "4", "1", "True", "False")
+    assert dict(junit_properties(row)) == {"status": "unstable", "throughput": "10", "p50_ms": "1.5",
+                                           "p99_ms": "3", "stable": "no"}
+
+
+def test_accuracy_junit_properties_are_the_budgeted_statistics():
+    row = parse_row(V1_ACCURACY, "r")
+    assert dict(junit_properties(row)) == {"status": "pass", "p99(rel_l2)": "0.004", "mean(top1)": "0.998"}
