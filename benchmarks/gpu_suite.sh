@@ -5,16 +5,20 @@
 #   accuracy  the accuracy gates, every bundled model and recipe, 4 workers
 #   perf      the perf sweep: serial / multistream / threadpool, batch 1 and opt, N = 2 and 4
 #   graphs    the same modes with CUDA graphs on (serial, multistream), against the rows without
+#   stations  the bundled stations in every mode (serial, multistream, threadpool, merged) at batches
+#             STATION_BATCHES (1,4,8,16,32; each station where its models' profiles admit them)
 #   overhead  benchmarks/overhead.py on ort_cuda (device-resident inputs)
 # and prints a short summary last. Usage: bash benchmarks/gpu_suite.sh [STEP ...]
-# Environment: REPORT_DIR (reports/gpu), MODELS (all), PERF_DURATION (0.5 s), PYTEST_WORKERS (4).
+# Environment: REPORT_DIR (reports/gpu), MODELS (all), PERF_DURATION (0.5 s), PYTEST_WORKERS (4),
+# STATIONS (all), STATION_BATCHES (1,4,8,16,32), STATION_RECIPES (fp32; e.g. fp32,fp16).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 report=${REPORT_DIR:-reports/gpu}
 duration=${PERF_DURATION:-0.5}
 workers=${PYTEST_WORKERS:-4}
 models=${MODELS:+--models=$MODELS}
-steps=${*:-"tests accuracy perf graphs overhead"}
+stations=${STATIONS:+--stations=$STATIONS}
+steps=${*:-"tests accuracy perf graphs stations overhead"}
 mkdir -p "$report"
 status=0
 export PYTHONUNBUFFERED=1
@@ -25,14 +29,17 @@ for step in $steps; do
   case $step in
     tests) python -m pytest tests/gpu -q -p no:cacheprovider -rs >"$log" 2>&1 ;;
     accuracy) python -m pytest tests/gates "${common[@]}" -m accuracy -n "$workers" >"$log" 2>&1 ;;
-    perf) python -m pytest tests/gates "${common[@]}" "${perf[@]}" >>"$log" 2>&1 ;;
-    graphs) python -m pytest tests/gates "${common[@]}" "${perf[@]}" --perf-cuda-graph yes \
+    perf) python -m pytest tests/gates/test_perf.py "${common[@]}" "${perf[@]}" >>"$log" 2>&1 ;;
+    graphs) python -m pytest tests/gates/test_perf.py "${common[@]}" "${perf[@]}" --perf-cuda-graph yes \
               --perf-modes serial,multistream >>"$log" 2>&1 ;;
+    stations) python -m pytest tests/gates/test_stations.py "${common[@]}" -m perf --perf-duration "$duration" \
+                --perf-batches "${STATION_BATCHES:-1,4,8,16,32}" --perf-recipes "${STATION_RECIPES:-fp32}" \
+                $stations -rs >>"$log" 2>&1 ;;
     overhead) python benchmarks/overhead.py --backend ort_cuda >"$log" 2>&1 ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac
   rc=$?
-  echo "$step: exit $rc, $(grep -E '(passed|failed|error|ratio|medians)' "$log" | tail -1)"
+  echo "$step: exit $rc, $(grep -E '(passed|failed|error|skipped|ratio|medians)' "$log" | tail -1)"
   [ $rc -eq 0 ] || status=1
 done
 python -m harness report "$report" >/dev/null

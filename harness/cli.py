@@ -32,7 +32,10 @@ def cmd_run(args: argparse.Namespace, passthrough: list[str]) -> int:
     from . import plugin
 
     marker = "accuracy" if args.accuracy_only else ("perf" if args.perf_only else "accuracy or perf")
-    argv = ["--gates-only", "-m", marker, "-p", "no:cacheprovider"]
+    # the harness package is imported already (this command is part of it): pytest cannot assert-rewrite it,
+    # and says so once per run; nothing of it needs rewriting
+    argv = ["--gates-only", "-m", marker, "-p", "no:cacheprovider",
+            "-W", "ignore::pytest.PytestAssertRewriteWarning"]
     for opt in OPTIONS:
         value = getattr(args, opt.dest)
         if value:
@@ -124,14 +127,19 @@ def cmd_models(args: argparse.Namespace) -> int:
                 f"range [{inp.low:g}, {inp.high:g}] {inp.distribution}"
             print(f"  input  {inp.name}: {inp.dtype.name} {list(inp.dims)} {batch}; {values}")
         for out, cfg in spec.outputs.items():
-            extra = [f"class axis {cfg.class_axis}"] if cfg.class_axis is not None else []
-            extra += [f"metrics {', '.join(cfg.metrics)}"] if cfg.metrics else []
-            extra += [f"labels {cfg.labels!r}"] if cfg.labels else []
-            if extra:
-                print(f"  output {out}: {'; '.join(extra)}")
+            judged = [f"class axis {cfg.class_axis}"] if cfg.class_axis is not None else []
+            judged += [f"metrics {', '.join(cfg.metrics)}"] if cfg.metrics else []
+            judged += [f"labels {cfg.labels!r}"] if cfg.labels else []
+            if judged:
+                print(f"  output {out}: {'; '.join(judged)}")
         for pname, prof in spec.profiles.items():
             print(f"  profile {pname}: {prof.describe()}")
         print(f"  recipes: {', '.join(spec.recipes or reg.default_recipes)}")
+    for st in reg.stations.values():
+        members = ", ".join(m.model + "".join(f" {x}" for x in (m.recipe, m.profile) if x) for m in st.members)
+        extra = "".join([f"; batches {', '.join(map(str, st.batches))}" if st.batches else "",
+                         f"; holds {st.fps:g} fps" if st.fps else ""])
+        print(f"station {st.name}: {members}{extra}")
     return 0
 
 

@@ -27,8 +27,9 @@ import pytest
 
 from .gates import GATES
 
-KINDS = {"accuracy_case": "accuracy", "perf_case": "perf", "build_case": "build"}
-ON_REQUEST = ("perf", "build")  # kinds that run only when -m names them
+KINDS = {"accuracy_case": "accuracy", "perf_case": "perf", "build_case": "build", "station_case": "station"}
+MARKER = {"accuracy": "accuracy", "perf": "perf", "build": "build", "station": "perf"}  # each kind's marker
+ON_REQUEST = ("perf", "build", "station")  # kinds that run only when -m names their marker
 
 
 class RegistryFile(pytest.Module):
@@ -43,7 +44,7 @@ class RegistryFile(pytest.Module):
         # the gate functions by name, whatever python_functions says; perf and build only when -m asks for
         # them (so that a plain run does not list them as deselected)
         kind = GATES.get(name)
-        if kind is None or (kind in ON_REQUEST and not selects(self.config, kind)):
+        if kind is None or (kind in ON_REQUEST and not selects(self.config, MARKER[kind])):
             return False
         # the items collected before this file: a suite that generated this kind of case already
         return kind not in {case_kind(i) for i in self.session.items}
@@ -53,7 +54,7 @@ class RegistryFile(pytest.Module):
 
 
 def case_kind(item: pytest.Item) -> str | None:
-    """accuracy, perf or build for a harness case; None for any other test."""
+    """accuracy, perf, build or station for a harness case; None for any other test."""
     params = getattr(getattr(item, "callspec", None), "params", {})
     for fixture, kind in KINDS.items():
         if fixture in params:
@@ -85,7 +86,7 @@ def split(items: list[pytest.Item], config: pytest.Config) -> tuple[list[pytest.
     """(kept, deselected): a registry file's cases of a kind that a suite also generates, and perf and build
     cases the -m expression does not ask for, are deselected."""
     from_suites = {case_kind(i) for i in items if not isinstance(i.parent, RegistryFile)}
-    asked = {kind for kind in ON_REQUEST if selects(config, kind)}
+    asked = {kind for kind in ON_REQUEST if selects(config, MARKER[kind])}
     keep, drop = [], []
     for item in items:
         kind = case_kind(item)

@@ -9,7 +9,7 @@ resident inputs, CUDA graphs). The comparison fails (``python -m harness compare
     on ``logits``) whose error grew by more than ``error_rise`` times and by more than 1e-6: for a
     statistic bounded above (``<=``) the error is its value, for one bounded below (``>=``: cosine,
     top-1 agreement, shares) it is ``1 - value``; cases without budgets compare ``rel_l2.p99``;
-  - a perf case whose median latency rose by more than ``perf`` (5 %) with 95 % confidence: the whole
+  - a perf case (or a station's cycle time, per frame) whose median latency rose by more than ``perf`` (5 %) with 95 % confidence: the whole
     bootstrap interval of the ratio of medians, from both rows' latency histograms, lies above 1.05; or
     whose p99 latency did so beyond ``tail`` (10 %). A significant change short of that (the interval
     excludes 1 and the estimate passes half the threshold) is shown and fails nothing. Rows written before
@@ -34,7 +34,7 @@ from tabulate import tabulate
 from .accuracy import fmt
 from .histogram import LogHistogram, Ratio, bootstrap_ratio
 from .results import load_results
-from .rows import AccuracyRow, AnyRow, PerfRow
+from .rows import AccuracyRow, AnyRow, PerfRow, StationRow
 
 PASSING = ("pass", "unbudgeted", "known failure", "unstable")
 ERROR_FLOOR = 1e-6
@@ -102,6 +102,8 @@ def compare_rows(base: list[AnyRow], new: list[AnyRow], th: Thresholds = Thresho
             out.changes += accuracy_changes(b, r, th)
         elif isinstance(b, PerfRow) and isinstance(r, PerfRow) and b.measured and r.measured:
             out.changes += perf_changes(b, r, th)
+        elif isinstance(b, StationRow) and isinstance(r, StationRow) and b.measured and r.measured:
+            out.changes += perf_changes(b, r, th)  # a frame is the request: the cycle time is the latency
     return out
 
 
@@ -155,7 +157,7 @@ def accuracy_changes(b: AccuracyRow, r: AccuracyRow, th: Thresholds) -> list[Cha
     return out
 
 
-def _hist(r: PerfRow) -> LogHistogram | None:
+def _hist(r: PerfRow | StationRow) -> LogHistogram | None:
     try:
         return LogHistogram.from_dict(r.latency_hist) if r.latency_hist else None
     except ValueError:
@@ -173,7 +175,7 @@ def _verdict(ratio: Ratio, threshold: float) -> str | None:
     return None
 
 
-def perf_changes(b: PerfRow, r: PerfRow, th: Thresholds) -> list[Change]:
+def perf_changes(b: PerfRow | StationRow, r: PerfRow | StationRow, th: Thresholds) -> list[Change]:
     p50 = (b.latency_ms.get("p50"), r.latency_ms.get("p50"))
     unstable = [(side, row) for side, row in (("baseline", b), ("candidate", r))
                 if row.status == "unstable" or row.stable is False]

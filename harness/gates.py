@@ -1,7 +1,7 @@
 """The gate tests the plugin collects from a registry file: every selected model x backend x recipe x profile
 (x mode x batch x concurrency for perf), generated from the registry and the options.
 
-pytest collects these three functions from the registry TOML itself (:mod:`harness.collect`), so a project
+pytest collects these four functions from the registry TOML itself (:mod:`harness.collect`), so a project
 needs no test file of its own; ids read ``models.toml::test_accuracy[classifier-ort_cpu-fp16-dynamic]``. The
 marks (accuracy, perf, build, gpu, tensorrt) come with each generated case.
 """
@@ -27,5 +27,10 @@ def test_build(build_case: Any, build_check: Callable[[Any], Any]) -> None:
     build_check(build_case)
 
 
+def test_station(station_case: Any, station_check: Callable[[Any], Any]) -> None:
+    """Cycle time of a station of models in one mode and batch (run with -m perf, never beside other tests)."""
+    station_check(station_case)
+
+
 # test function -> the kind of case it runs
-GATES = {"test_accuracy": "accuracy", "test_perf": "perf", "test_build": "build"}
+GATES = {"test_accuracy": "accuracy", "test_perf": "perf", "test_build": "build", "test_station": "station"}

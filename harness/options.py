@@ -81,6 +81,10 @@ OPTIONS: list[Option] = [
     Option("perf_cuda_graph", "CUDA graphs: no, yes, or no,yes", "boollist", "no"),
     Option("perf_recipes", "recipes to time (default: the registry's perf_recipes among the accuracy recipes)", "list"),
     Option("perf_profiles", "profiles to time (default: all, or --profiles)", "list"),
+    Option("stations", "comma-separated stations to time (default: every station in the registry; with --models, "
+           "those whose models are all selected)", "list"),
+    Option("station_modes", "station modes: serial, multistream, threadpool, merged", "list",
+           "serial,multistream,threadpool,merged"),
 ]
 BY_DEST = {o.dest: o for o in OPTIONS}
 PATH_FLAGS = tuple(o.flag for o in OPTIONS if o.kind == "path")
@@ -214,7 +218,7 @@ def settings_from(values: dict[str, Any], sources: dict[str, str] | None = None)
         duration=v["perf_duration"], warmup=v["perf_warmup"], min_iters=v["perf_min_iters"],
         max_cv=v["perf_max_cv"], max_drift=v["perf_max_drift"],
         resident=v["perf_resident"], cuda_graph=v["perf_cuda_graph"], recipes=v["perf_recipes"],
-        profiles=v["perf_profiles"],
+        profiles=v["perf_profiles"], stations=v["stations"], station_modes=v["station_modes"],
     )
     return Settings(registry=v["registry"], report_dir=v["report_dir"], cache_dir=v["engine_cache"],
                     models=v["models"], backends=v["backends"], recipes=v["recipes"], profiles=v["profiles"],

@@ -3,7 +3,7 @@
 Registered through the ``pytest11`` entry point ``harness.plugin`` (and by the root ``conftest.py`` when
 the package is used from a checkout without being installed; the shared name keeps it from loading twice).
 
-* options (:mod:`harness.options`): ``--registry``, ``--models``, ``--backends``, ... each settable in the ini
+* options (:mod:`harness.options`): ``--registry``, ``--models``, ``--backends``, ``--stations``... each settable in the ini
   file as ``harness_<name>``; paths resolve where they were written, whatever rootdir pytest guessed
   (:mod:`harness.pytest_setup` roots the run right when ``--report-dir /tmp/x`` misled pytest);
 * collection (:mod:`harness.collect`): the configured registry TOML is collected as a test file whose tests
@@ -34,7 +34,7 @@ from .errors import HarnessError, ModeUnsupported
 from .options import OPTIONS, Option, Raw
 
 if TYPE_CHECKING:
-    from .rows import AccuracyRow, BuildRow, PerfRow
+    from .rows import AccuracyRow, BuildRow, PerfRow, StationRow
     from .session import AccuracyCase, HarnessSession
 
 R = TypeVar("R")
@@ -50,7 +50,9 @@ MARKERS = (
     ("gpu", "needs a CUDA GPU (skipped with the reason when there is none)"),
     ("tensorrt", "needs TensorRT or TensorRT-RTX (skipped with the reason when missing)"),
     ("build", "builds and caches an engine, runs nothing (runs with -m build; TensorRT-RTX builds without a GPU)"),
+    ("harness_no_cases", "(internal) a generated test with no cases, deselected"),
 )
+_NO_CASES = pytest.mark.harness_no_cases
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -178,7 +180,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         hs.close()
 
 
-def _case_marks(hs: HarnessSession, model: str, backend: str, recipe: str | None, kind: str) -> list[Any]:
+def _case_marks(hs: HarnessSession, model: str, backend: str, recipe: str | None, kind: str,
+                reason: str | None = None) -> list[Any]:
     from .backends import get_backend
 
     marks: list[Any] = [getattr(pytest.mark, kind)]
@@ -187,14 +190,14 @@ def _case_marks(hs: HarnessSession, model: str, backend: str, recipe: str | None
         marks.append(pytest.mark.gpu)
     if b.needs_tensorrt:
         marks.append(pytest.mark.tensorrt)
-    reason = hs.skip_reason(model, backend, recipe, build_only=kind == "build")
+    reason = reason or (hs.skip_reason(model, backend, recipe, build_only=kind == "build") if model else None)
     if reason:
         marks.append(pytest.mark.skip(reason=reason))
     return marks
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    wanted = {"accuracy_case", "build_case", "perf_case"} & set(metafunc.fixturenames)
+    wanted = {"accuracy_case", "build_case", "perf_case", "station_case"} & set(metafunc.fixturenames)
     if not wanted:
         return
     hs = metafunc.config.stash[SESSION_KEY]
@@ -218,6 +221,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             params = [pytest.param(c, id=c.id, marks=_case_marks(hs, c.model, c.backend, c.recipe, "perf"))
                       for c in perf_cases(hs)]
             metafunc.parametrize("perf_case", params)
+        if "station_case" in wanted:
+            from .stations.check import skip_reason, station_cases
+
+            params = [pytest.param(c, id=c.id, marks=_case_marks(hs, "", c.backend, None, "perf", skip_reason(hs, c)))
+                      for c in station_cases(hs)]
+            # no station selected (none in the registry, or --models selects none): deselected, instead of
+            # pytest's "empty parameter set" skip in every perf run of a few models
+            metafunc.parametrize("station_case", params or [pytest.param(None, id="none", marks=_NO_CASES)])
     except HarnessError as exc:  # checked at session start already; a worker can still meet it
         pytest.fail(str(exc), pytrace=False)
 
@@ -228,6 +239,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     from .collect import split
 
     keep, drop = split(items, config)
+    empty = [item for item in keep if item.get_closest_marker(_NO_CASES.name) is not None]
+    if empty:
+        keep = [item for item in keep if item.get_closest_marker(_NO_CASES.name) is None]
+        drop += empty
     if drop:
         items[:] = keep
         config.hook.pytest_deselected(items=drop)
@@ -333,6 +348,25 @@ def perf_check(harness_session: HarnessSession, record_property: Callable[[str, 
         __tracebackhide__ = True
         with _properties(harness_session, record_property):
             row = _outcome(lambda: check_perf(harness_session, case), AssertionError)
+        if row.stable is False:
+            import warnings
+
+            warnings.warn(PerfUnstable(f"{case.id}: unstable: {'; '.join(row.unstable_reasons)}"), stacklevel=2)
+        return row
+
+    return check
+
+
+@pytest.fixture
+def station_check(harness_session: HarnessSession, record_property: Callable[[str, object], None]
+                  ) -> Callable[[Any], StationRow]:
+    """Time one station case: ``station_check(case)``; an unstable run is recorded, and warned about."""
+    from .stations.check import check_station
+
+    def check(case: Any) -> StationRow:
+        __tracebackhide__ = True
+        with _properties(harness_session, record_property):
+            row = _outcome(lambda: check_station(harness_session, case), AssertionError)
         if row.stable is False:
             import warnings
 

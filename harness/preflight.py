@@ -67,6 +67,14 @@ def check_selection(hs: HarnessSession, *, perf: bool) -> None:
         _check_profiles(s.source(dest), names, usable)
     if perf and s.perf.batches and usable:
         _check_batches(hs, s.source("perf_batches"), s.perf.batches, usable)
+    if perf:
+        from .stations.check import STATION_MODES, selected_stations
+
+        unknown = [m for m in s.perf.station_modes if m not in STATION_MODES]
+        if unknown:
+            raise HarnessError(f"{s.source('station_modes')} names unknown mode(s) {', '.join(unknown)}; known: "
+                               f"{', '.join(STATION_MODES)}")
+        selected_stations(hs)  # an unknown --stations name is refused, naming the registry's stations
 
 
 def _check_profiles(option: str, names: list[str] | None, models: list[ModelSpec]) -> None:

@@ -28,6 +28,7 @@ from .spec import (
     Scope,
     file_sha256,
 )
+from .stations.registry import parse_stations
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,7 +44,7 @@ def load_registry(path: str | Path) -> Registry:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise RegistryError(src, None, None, f"not valid TOML: {exc}") from None
-    only_keys(data, {"defaults", "recipes", "models"}, src, None, "")
+    only_keys(data, {"defaults", "recipes", "models", "stations"}, src, None, "")
     defaults = data.get("defaults", {})
     only_keys(defaults, {"recipes", "perf_recipes", "budgets"}, src, None, "defaults")
     default_budgets_raw = _parse_budgets(defaults.get("budgets", {}), src, None, "defaults.budgets")
@@ -63,8 +64,9 @@ def load_registry(path: str | Path) -> Registry:
             raise RegistryError(src, name, None, "must be a table")
         models[name] = _parse_model(name, entry, path.parent, src, layers)
     perf_recipes = defaults.get("perf_recipes")
+    stations = parse_stations(data.get("stations", {}), models, src)
     return Registry(path, models, recipes, list(default_recipes), list(perf_recipes) if perf_recipes else None,
-                    default_budgets=default_budgets_raw)
+                    stations=stations, default_budgets=default_budgets_raw)
 
 
 _MODEL_KEYS = {"path", "package", "sha256", "reference", "description", "inputs", "outputs", "profiles",

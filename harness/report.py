@@ -2,7 +2,8 @@
 
 One accuracy table per model (backend, recipe, profile, samples, the error statistics, the budgets and the
 verdict, plus how the artifact was built), the failures with their worst samples, and the environment.
-The perf section is rendered by :mod:`harness.perf_report`, the comparison with a baseline by
+The perf section is rendered by :mod:`harness.perf_report`, the stations by :mod:`harness.stations.report`
+(which writes its plot beside the report), the comparison with a baseline by
 :mod:`harness.compare`, the trends over a history database by :mod:`harness.trends`. Everything reads
 typed rows (:mod:`harness.rows`).
 """
@@ -240,7 +241,7 @@ def environment_section(env: dict[str, Any]) -> list[str]:
                                            disable_numparse=True), ""]
 
 
-def render(data: Results, *, extra_sections: Iterable[list[str]] = ()) -> str:
+def render(data: Results, *, extra_sections: Iterable[list[str]] = (), report_dir: Path | None = None) -> str:
     rows = data.rows
     counts: dict[str, int] = defaultdict(int)
     for r in rows:
@@ -255,8 +256,10 @@ def render(data: Results, *, extra_sections: Iterable[list[str]] = ()) -> str:
         "",
     ]
     from .perf_report import perf_sections
+    from .stations.report import station_section
 
-    parts = [head, accuracy_section(rows), int8_section(rows), *perf_sections(rows), build_section(rows),
+    parts = [head, accuracy_section(rows), int8_section(rows), *perf_sections(rows), station_section(rows, report_dir),
+             build_section(rows),
              failures_section(rows),
              *extra_sections,
              environment_section(data.environment)]
@@ -278,5 +281,5 @@ def write_report(report_dir: Path, data: Results | None = None, *, extra_section
         sections.append(trend_section(history, data.rows, report_dir))
     sections.append(write_plots(report_dir, data.rows))
     path = report_dir / REPORT
-    write_text_atomic(path, render(data, extra_sections=sections))
+    write_text_atomic(path, render(data, extra_sections=sections, report_dir=report_dir))
     return path

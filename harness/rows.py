@@ -1,11 +1,12 @@
 """Result rows: one typed, versioned schema that the checks fill and every reader validates.
 
 A row is one test's outcome, one JSON object per line in ``rows/<run>/<worker>.jsonl`` and one element of
-``results.json``'s ``rows``. Three types, one dataclass each:
+``results.json``'s ``rows``. Four types, one dataclass each:
 
 ``accuracy``  :class:`AccuracyRow`  a case's error statistics against the FP32 reference, its budgets, verdict
 ``perf``      :class:`PerfRow`      a timed configuration: throughput, latency percentiles, a latency histogram
 ``build``     :class:`BuildRow`     an engine built (or found in the cache), nothing run
+``station``   :class:`StationRow`   a station (several models per frame) timed in one mode: cycle time per frame
 
 Every row carries its identity (model, backend, recipe, profile, and for perf the mode, batch, N...), its
 ``status``, where it was made (``run_id``, ``worker``, ``time``) and the machine (``env``, see
@@ -271,15 +272,81 @@ class BuildRow(Row):
         return out
 
 
-ROW_TYPES: dict[str, type[Row]] = {c.TYPE: c for c in (AccuracyRow, PerfRow, BuildRow)}
-AnyRow = typing.Union[AccuracyRow, PerfRow, BuildRow]
+@dataclass(kw_only=True)
+class StationRow(Row):
+    """A station timed in one mode at one batch: a request is one frame, every member model run once on the
+    frame's batch. ``model`` holds the station's name (so that everything grouping rows by model groups
+    stations), ``recipe`` and ``profile`` its members' (joined with "+" where they differ); ``members`` says
+    which model ran under which recipe and profile. ``latency_ms`` is the cycle time per frame; the serial
+    time and speed-up a report shows come from the serial row of the same station, backend and batch.
+    Added in schema 2 (a new type: no row of another type changed)."""
+
+    TYPE: ClassVar[str] = "station"
+    KEY: ClassVar[tuple[str, ...]] = ("model", "backend", "recipe", "profile", "mode", "batch", "resident",
+                                      "cuda_graph")
+
+    mode: str
+    batch: int
+    resident: bool = True
+    cuda_graph: bool = False
+    members: list[dict[str, Any]] = field(default_factory=list)  # {"model", "recipe", "profile"} per member
+    fps_target: float | None = None  # the frame rate the station must hold (registry), if any
+    runners: int | None = None
+    threads_per_runner: int | None = None
+    policy: dict[str, Any] = field(default_factory=dict)
+    engine_keys: list[str] = field(default_factory=list)  # the engines timed, in member order (merged: one)
+    cache_hit: bool | None = None  # every engine came from the cache
+    merged: dict[str, Any] = field(default_factory=dict)  # merged mode: the composed graph and its output check
+    throughput: float | None = None  # samples / s through the station (frames x batch)
+    fps: float | None = None  # frames / s
+    iterations: int | None = None  # frames timed
+    wall_s: float | None = None
+    warmup_iters: int | None = None
+    warmup_s: float | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)  # per frame: mean, min, p50, p90, p95, p99, max, std
+    latency_hist: dict[str, Any] | None = None  # harness.histogram.LogHistogram.to_dict(), seconds
+    member_ms: list[float] = field(default_factory=list)  # serial mode: each member's mean time within a frame
+    cv: float | None = None
+    cv_robust: float | None = None
+    window_throughputs: list[float] = field(default_factory=list)
+    drift: float | None = None
+    stable: bool | None = None
+    unstable_reasons: list[str] = field(default_factory=list)
+    runner: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def measured(self) -> bool:
+        return bool(self.throughput) and self.status in ("pass", "unstable")
+
+    @property
+    def cycle_ms(self) -> float | None:
+        """Time per frame for all the station's models (the mean frame latency)."""
+        return self.latency_ms.get("mean")
+
+    @property
+    def config(self) -> str:
+        return f"{self.mode} b{self.batch}" + (" +graph" if self.cuda_graph else "") + ("" if self.resident else " +copy")
+
+    def numbers(self) -> list[Number]:
+        out = [Number("fps", self.fps, "higher")] if self.fps else []
+        for q in ("mean", "p50", "p99"):
+            if self.latency_ms.get(q) is not None:
+                out.append(Number(f"cycle_{q}_ms", float(self.latency_ms[q]), "lower"))
+        if self.cv_robust is not None and not math.isnan(self.cv_robust):
+            out.append(Number("cv_robust", self.cv_robust, None))
+        return out
+
+
+ROW_TYPES: dict[str, type[Row]] = {c.TYPE: c for c in (AccuracyRow, PerfRow, BuildRow, StationRow)}
+AnyRow = typing.Union[AccuracyRow, PerfRow, BuildRow, StationRow]
 
 
 def junit_properties(row: Row) -> list[tuple[str, object]]:
     """A test's properties in the JUnit XML, so that CI dashboards show the numbers: status, key numbers."""
     props: list[tuple[str, object]] = [("status", row.status)]
     props += [(n.name, f"{n.value:.6g}") for n in row.numbers()]
-    if isinstance(row, PerfRow) and row.stable is not None:
+    if isinstance(row, (PerfRow, StationRow)) and row.stable is not None:
         props.append(("stable", "yes" if row.stable else "no"))
     return props
 

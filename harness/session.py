@@ -40,6 +40,8 @@ class PerfSettings:
     cuda_graph: list[bool] = field(default_factory=lambda: [False])
     recipes: list[str] | None = None  # None: the accuracy recipes
     profiles: list[str] | None = None
+    stations: list[str] | None = None  # None: every station (with --models, those made of the selected models)
+    station_modes: list[str] = field(default_factory=lambda: ["serial", "multistream", "threadpool", "merged"])
 
 
 @dataclass

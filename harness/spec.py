@@ -1,5 +1,5 @@
-"""What the registry describes: models (inputs, outputs, profiles, samples), budgets and the expectations
-scoped to where they hold. Plain data; :mod:`harness.registry` reads and validates the TOML into it.
+"""What the registry describes: models (inputs, outputs, profiles, samples), budgets, the expectations
+scoped to where they hold, and stations (several models run together on every frame). Plain data; :mod:`harness.registry` reads and validates the TOML into it.
 
 Expectations (budgets and known failures) are looked up per case, in layers from the most general: the
 built-in defaults (:data:`harness.budgets.DEFAULT_BUDGETS`), the registry's ``[defaults.budgets]``, the
@@ -199,6 +199,36 @@ class ModelSpec:
         return Expectation(list(budgets or []), known, tuple(applied), source if budgets else "")
 
 
+@dataclass(frozen=True)
+class StationMember:
+    """One model of a station, under a recipe and a profile (None: the station's, else the model's default)."""
+
+    model: str
+    recipe: str | None = None
+    profile: str | None = None
+
+
+@dataclass(frozen=True)
+class StationSpec:
+    """``[stations.NAME]``: models that run on every frame, one after another or together (repeats allowed: two
+    copies of a detector are two members). Every member runs the frame's batch; ``fps`` is a frame rate the
+    station must hold (its p99 cycle time within 1 / fps), reported, never gated."""
+
+    name: str
+    members: tuple[StationMember, ...]
+    source: str  # the registry file, for messages
+    batches: tuple[int, ...] = ()  # () : --perf-batches, else batch 1
+    fps: float | None = None
+    recipe: str | None = None  # for members that name none
+    profile: str | None = None
+    description: str = ""
+    members_key: str = "models"  # how the registry spelled them ("models" or "members"), for messages
+
+    @property
+    def models(self) -> list[str]:
+        return [m.model for m in self.members]
+
+
 @dataclass
 class Registry:
     path: Path
@@ -208,6 +238,7 @@ class Registry:
     perf_recipes: list[str] | None = None  # the recipes perf sweeps time by default (None: all)
     # [defaults.budgets] as written (each model holds them as a layer below its own); kept to name them in messages
     default_budgets: dict[str, list[Budget]] = field(default_factory=dict)
+    stations: dict[str, StationSpec] = field(default_factory=dict)
 
 
 def file_sha256(path: Path) -> str:

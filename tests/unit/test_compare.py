@@ -158,12 +158,29 @@ def test_cli_names_a_bad_file_in_one_line_and_exits_2(tmp_path, capsys, content,
 
 def test_a_file_whose_rows_are_not_a_list_is_named_in_one_line(tmp_path, capsys):
     good = tmp_path / "good.json"
-    good.write_text(json.dumps({"rows": [acc("pass", 0.004)]}))
+    good.write_text(json.dumps({"rows": [acc("pass", 0.004).to_dict()]}))
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"rows": {"a": 1}}))
     assert main(["compare", str(good), str(bad)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"harness compare: {bad} is not a harness results file: 'rows' is dict, expected a list of row objects"
+    assert err == f"harness compare: {bad}: 'rows' is not a list (it is dict)"
     bad.write_text(json.dumps({"rows": [1, 2]}))
     assert main(["compare", str(good), str(bad)]) == 2
-    assert "'rows' is a list with non-object items" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"harness compare: {bad} rows[0]: ") and len(err.splitlines()) == 1
+
+
+def station(median_ms: float, *, seed: int = 0, status: str = "pass"):
+    """A station row (a frame per request) built from a perf row's timing fields."""
+    timing = {k: v for k, v in perf(median_ms, seed=seed, status=status).to_dict().items()
+              if k in ("throughput", "latency_ms", "latency_hist", "stable", "status", "unstable_reasons", "run_id")}
+    return parse_row({**timing, "schema": 2, "type": "station", "model": "vision", "backend": "ort_cuda",
+                      "recipe": "fp32", "profile": "dynamic", "mode": "threadpool", "batch": 4}, "test")
+
+
+def test_a_station_whose_cycle_time_grew_is_a_regression_and_an_unstable_one_inconclusive():
+    cmp = compare_rows([station(20.0, seed=1)], [station(23.0, seed=2)])
+    assert verdicts(cmp)["p50 ms"] == "regression" and cmp.failed()
+    assert cmp.changes[0].label == "vision-ort_cuda-fp32-dynamic-threadpool-4-True-False"
+    assert verdicts(compare_rows([station(20.0, seed=1)], [station(23.0, seed=2, status="unstable")])) == \
+        {"p50 ms": "inconclusive"}
