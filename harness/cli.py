@@ -122,8 +122,16 @@ def cmd_models(args: argparse.Namespace) -> int:
         state = f"  (unavailable: {spec.unavailable})" if spec.unavailable else ""
         print(f"{spec.name}: {spec.path}{state}")
         for inp in spec.inputs.values():
-            print(f"  input  {inp.name}: {inp.dtype.name} {list(inp.dims)} range [{inp.low:g}, {inp.high:g}] "
-                  f"{inp.distribution}")
+            batch = "shared (no batch axis)" if inp.shared else f"batch axis {inp.batch_axis}"
+            values = f"value {inp.value.tolist()}" if inp.value is not None else \
+                f"range [{inp.low:g}, {inp.high:g}] {inp.distribution}"
+            print(f"  input  {inp.name}: {inp.dtype.name} {list(inp.dims)} {batch}; {values}")
+        for out, cfg in spec.outputs.items():
+            judged = [f"class axis {cfg.class_axis}"] if cfg.class_axis is not None else []
+            judged += [f"metrics {', '.join(cfg.metrics)}"] if cfg.metrics else []
+            judged += [f"labels {cfg.labels!r}"] if cfg.labels else []
+            if judged:
+                print(f"  output {out}: {'; '.join(judged)}")
         for pname, prof in spec.profiles.items():
             print(f"  profile {pname}: {prof.describe()}")
         print(f"  recipes: {', '.join(spec.recipes or reg.default_recipes)}")

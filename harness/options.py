@@ -63,6 +63,8 @@ OPTIONS: list[Option] = [
     Option("rebuild_engines", "rebuild every cache entry this run uses, once", "flag", False),
     Option("baseline", "results.json to compare this run against in REPORT.md", "path"),
     Option("history", "SQLite database to append this run's rows to (nightly trends and change points)", "path"),
+    Option("strict_budgets", "fail accuracy cases that no budget applies to (default: they pass as 'unbudgeted', "
+           "named in the summary)", "flag", False),
     Option("reference_device", "where the FP32 reference is computed: cpu (default) or gpu (ORT CUDA, TF32 off)",
            "str", "cpu", ("cpu", "gpu")),
     Option("trt_options", "TensorRT builder options, e.g. opt_level=5,workspace_mb=4096,max_aux_streams=2,tf32=yes,"
@@ -223,4 +225,4 @@ def settings_from(values: dict[str, Any], sources: dict[str, str] | None = None)
                     eval_size=v["eval_size"], rebuild=v["rebuild_engines"], baseline=v["baseline"],
                     history=v["history"],
                     reference_device=v["reference_device"], trt_options=v["trt_options"] or {}, perf=perf,
-                    sources=dict(sources or {}))
+                    strict_budgets=bool(v["strict_budgets"]), sources=dict(sources or {}))

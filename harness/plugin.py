@@ -303,7 +303,7 @@ def harness_session(request: pytest.FixtureRequest) -> HarnessSession:
 def accuracy_check(harness_session: HarnessSession, record_property: Callable[[str, object], None]
                    ) -> Callable[..., AccuracyRow]:
     """Check one accuracy case: ``accuracy_check(case)`` or ``accuracy_check(model, backend, recipe, profile)``."""
-    from .checks import AccuracyGateFailure, case_expectation, check_accuracy
+    from .checks import AccuracyGateFailure, NoOpRecipe, case_expectation, check_accuracy
     from .session import AccuracyCase
 
     def check(case: AccuracyCase | str, backend: str = "ort_cpu", recipe: str = "fp32",
@@ -318,7 +318,8 @@ def accuracy_check(harness_session: HarnessSession, record_property: Callable[[s
             known = None
         narrowed: AccuracyCase = case  # what the lambda captures: a case, no longer a model name
         with _properties(harness_session, record_property):
-            return _outcome(lambda: check_accuracy(harness_session, narrowed), AccuracyGateFailure, known=known)
+            return _outcome(lambda: check_accuracy(harness_session, narrowed), AccuracyGateFailure, known=known,
+                            skips=(ModeUnsupported, NoOpRecipe))
 
     return check
 
@@ -396,8 +397,10 @@ class PerfUnstable(UserWarning):
     """A perf measurement did not settle (high CV or drifting throughput); its row is marked unstable."""
 
 
-def _outcome(run: Callable[[], R], failure: type[BaseException], known: str | None = None) -> R:
-    """Run a check; turn its failures into a clean pytest failure (the numbers, no traceback) or a skip.
+def _outcome(run: Callable[[], R], failure: type[BaseException], known: str | None = None,
+             skips: tuple[type[BaseException], ...] = (ModeUnsupported,)) -> R:
+    """Run a check; turn its failures into a clean pytest failure (the numbers, no traceback) or a skip (what
+    ``skips`` names: a mode the backend lacks, a recipe that changed nothing).
 
     ``known``: the registry says this case is a known failure (and why): its gate failure is an expected
     failure, and a pass is reported as a failure so that the registry gets updated.
@@ -413,7 +416,7 @@ def _outcome(run: Callable[[], R], failure: type[BaseException], known: str | No
         if known is not None:
             pytest.xfail(f"known failure: {known}\n{exc}")
         fail = str(exc)
-    except ModeUnsupported as exc:
+    except skips as exc:
         skip = str(exc)
     except HarnessError as exc:
         fail = f"{type(exc).__name__}: {exc}"

@@ -23,7 +23,12 @@ from .rows import AccuracyRow, AnyRow, BuildRow
 
 REPORT = "REPORT.md"
 STATUS_MARK = {"pass": "pass", "fail": "**FAIL**", "error": "**ERROR**", "unbudgeted": "no budget",
-               "known failure": "fails (known)", "skipped": "skipped"}
+               "known failure": "fails (known)", "skipped": "skipped",
+               "no-op": "no-op (changed nothing)"}
+# task metrics shown in the accuracy table, with the statistic that shows where samples go wrong
+TASK_COLUMNS = (("iou", "p1"), ("dice", "p1"), ("abs_err", "p99"), ("abs_err_max", "max"), ("ctc_exact", "mean"),
+                ("label_top1", "mean"), ("label_iou", "mean"), ("label_dice", "mean"), ("label_abs_err", "mean"),
+                ("label_ctc_exact", "mean"))
 
 
 def _num(v: Any) -> str:
@@ -99,6 +104,17 @@ def recipe_summary(row: AccuracyRow) -> str:
     return "; ".join(parts) or "–"
 
 
+def task_summary(row: AccuracyRow) -> str:
+    """The task metrics of a row, e.g. ``iou p1 0.91; label_top1 mean 0.71 (fp32 0.72)``."""
+    parts = []
+    for metric, stat in TASK_COLUMNS:
+        key = f"{metric}.{stat}"
+        if key in row.metrics:
+            ref = f" (fp32 {_num(row.fp32_label_metrics[key])})" if key in row.fp32_label_metrics else ""
+            parts.append(f"{metric} {stat} {_num(row.metrics[key])}{ref}")
+    return "; ".join(parts) or "–"
+
+
 def accuracy_section(rows: list[AnyRow]) -> list[str]:
     acc = [r for r in rows if isinstance(r, AccuracyRow)]
     if not acc:
@@ -113,6 +129,7 @@ def accuracy_section(rows: list[AnyRow]) -> list[str]:
         out.append(f"### {model}")
         out.append("")
         table = []
+        tasks = any(task_summary(r) != "–" for r in arows)
         for r in arows:
             m = r.metrics
             table.append([
@@ -120,13 +137,14 @@ def accuracy_section(rows: list[AnyRow]) -> list[str]:
                 _num(m.get("rel_l2.mean")), _num(m.get("rel_l2.p99")), _num(m.get("rel_l2.max")),
                 _pct(m.get("rel_l2.share_over_0.01")), _num(m.get("cosine.min")), _num(m.get("cosine.p1")),
                 _pct(m["top1.mean"]) if "top1.mean" in m else "–",
+                *([task_summary(r)] if tasks else []),
                 "; ".join(sorted({b.budget for b in r.budgets})) or "–",
                 STATUS_MARK.get(r.status, r.status),
             ])
         out.append(tabulate(table, headers=["backend", "recipe", "profile", "calibration", "samples", "rel_l2 mean",
                                             "rel_l2 p99",
-                                            "rel_l2 max", "share > 1 %", "cosine min", "cosine p1", "top-1", "budgets",
-                                            "status"],
+                                            "rel_l2 max", "share > 1 %", "cosine min", "cosine p1", "top-1",
+                                            *(["task metrics"] if tasks else []), "budgets", "status"],
                             tablefmt="github", disable_numparse=True))
         out.append("")
         recipes = {r.recipe: r for r in arows if r.recipe_info}
@@ -190,7 +208,8 @@ def build_section(rows: list[AnyRow]) -> list[str]:
 
 def failures_section(rows: list[AnyRow]) -> list[str]:
     out: list[str] = []
-    for title, statuses in (("Failures", ("fail", "error")), ("Known failures", ("known failure",))):
+    for title, statuses in (("Failures", ("fail", "error")), ("Known failures", ("known failure",)),
+                            ("Recipes that changed nothing (no-op)", ("no-op",))):
         bad = [r for r in rows if r.status in statuses]
         if not bad:
             continue

@@ -70,13 +70,14 @@ class BudgetValue:
     statistic: str = ""
     op: str = ""
     bound: float | None = None
+    fp32: float | None = None  # an "of fp32" budget: the FP32 reference's own value (the bound is a fraction of it)
 
     @property
     def better(self) -> str | None:
         return "lower" if self.op.startswith("<") else "higher" if self.op.startswith(">") else None
 
 
-_LABEL = re.compile(r"^\s*(?P<stat>.*?\))\s*(?P<op><=|>=|<|>)\s*(?P<bound>[-+0-9.eE]+%?)\s*$")
+_LABEL = re.compile(r"^\s*(?P<stat>.*?\))\s*(?P<op><=|>=|<|>)\s*(?P<bound>[-+0-9.eE]+%?)\s*(?:of\s+fp32)?\s*$")
 
 
 def split_budget_label(label: str) -> tuple[str, str, float | None]:
@@ -180,6 +181,13 @@ class AccuracyRow(Row):
     kernel_error: dict[str, float | None] = field(default_factory=dict)
     kernel_dominated: bool | None = None
     notes: list[str] = field(default_factory=list)
+    # where the budgets came from: "built-in defaults", "registry defaults", "model", "where ..." or "none"
+    budget_source: str | None = None
+    unbudgeted: bool | None = None  # no budget applied (status "unbudgeted", or "fail" with --strict-budgets)
+    no_op: str | None = None  # why the recipe changed nothing (status "no-op")
+    # the outputs' batch axes and real shapes by batch size, from one run of the FP32 model (harness.layout)
+    output_layout: dict[str, Any] = field(default_factory=dict)
+    fp32_label_metrics: dict[str, float | None] = field(default_factory=dict)  # FP32's scores against labels
 
     def numbers(self) -> list[Number]:
         out: list[Number] = []

@@ -18,6 +18,7 @@ from .backends import BACKENDS, get_backend
 from .cache import Cache
 from .environment import environment
 from .errors import HarnessError
+from .layout import Layout
 from .recipes import Recipe, all_recipes
 from .registry import load_registry
 from .results import ROWS, RowWriter
@@ -60,6 +61,7 @@ class Settings:
     reference_device: str = "cpu"
     trt_options: dict[str, Any] = field(default_factory=dict)  # builder options for tensorrt / tensorrt_rtx
     perf: PerfSettings = field(default_factory=PerfSettings)
+    strict_budgets: bool = False  # a case no budget applies to fails instead of passing as "unbudgeted"
     # where each option's value came from, for messages: "--profiles", "harness_profiles in pyproject.toml"
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -95,6 +97,7 @@ class HarnessSession:
         self.worker = worker
         self._writer: RowWriter | None = None
         self._events: RowWriter | None = None
+        self._layouts: dict[str, tuple[ModelSpec, Layout]] = {}
         self.last_row: Row | None = None  # the row written last (its numbers become JUnit properties)
         unknown = [b for b in settings.backends if b not in BACKENDS and b != AUTO]
         if unknown:
@@ -153,6 +156,14 @@ class HarnessSession:
             raise HarnessError(f"unknown model {name!r}; the registry {self.registry.path} has "
                                f"{', '.join(self.registry.models)}")
         return self.registry.models[name]
+
+    def layout(self, spec: ModelSpec) -> tuple[ModelSpec, Layout]:
+        """The model with its outputs' real batch axes (one FP32 run, cached), and the layout found."""
+        if spec.name not in self._layouts:
+            from .layout import resolve
+
+            self._layouts[spec.name] = resolve(self.cache, spec)
+        return self._layouts[spec.name]
 
     def recipe(self, name: str) -> Recipe:
         if name not in self.recipes:
