@@ -21,7 +21,7 @@ from .errors import HarnessError
 from .recipes import Recipe, all_recipes
 from .registry import load_registry
 from .results import ROWS, RowWriter
-from .rows import Row
+from .rows import Row, device_of
 from .spec import ModelSpec, Registry, select_models
 
 
@@ -120,13 +120,16 @@ class HarnessSession:
         return self.settings.report_dir / ROWS / self.run_id
 
     def write_row(self, row: Row) -> None:
-        """Stamp the row with this run, worker, time and machine, and append it to this process's file."""
+        """Stamp the row with this run, worker, time, machine and device, and append it to this process's file."""
         if self._writer is None:
             self._writer = RowWriter(self.rows_dir / f"{self.worker}.jsonl")
         row.run_id = row.run_id or self.run_id
         row.worker = row.worker or self.worker
         row.time = row.time or time.strftime("%Y-%m-%dT%H:%M:%S%z")
         row.env = row.env or environment()
+        if not row.device:
+            # the GPU this process runs on for a GPU backend, else the host's CPU: part of the row's key
+            row.device = device_of(row.env, row.backend in BACKENDS and get_backend(row.backend).on_gpu)
         self._writer.write(row.to_dict())
         self.last_row = row
 
