@@ -117,19 +117,28 @@ def find_gpu(entry: str, found: tuple[dict[str, Any], ...]) -> dict[str, Any] | 
 
 
 def current_gpu() -> dict[str, Any] | None:
-    """The NVML facts of CUDA's device 0 in this process (None without a GPU, or when the variable names one
-    NVML does not list, such as a MIG instance)."""
-    found = gpus()
-    entries = visible_entries()
+    """The NVML facts of CUDA's device 0 in this process (None without a GPU)."""
+    return gpu_for(visible_entries(), gpus())
+
+
+def gpu_for(entries: list[str] | None, found: tuple[dict[str, Any], ...]) -> dict[str, Any] | None:
+    """The GPU that CUDA's device 0 is under ``CUDA_VISIBLE_DEVICES`` entries (None: the variable is not set).
+    An entry NVML's GPU list does not hold (a MIG instance) on a host whose GPUs are all one model gets that
+    model's facts, its entry as UUID and no index."""
     if entries is None:
         return found[0] if found else None
-    return find_gpu(entries[0], found) if entries else None
+    if not entries:
+        return None
+    gpu = find_gpu(entries[0], found)
+    if gpu is None and found and len({g["name"] for g in found}) == 1:
+        gpu = {**found[0], "index": None, "uuid": entries[0]}
+    return gpu
 
 
 def this_gpu_index() -> int:
     """NVML's index of the GPU this process computes on (0 where it cannot tell)."""
     gpu = current_gpu()
-    return int(gpu["index"]) if gpu is not None else 0
+    return int(gpu["index"]) if gpu is not None and gpu["index"] is not None else 0
 
 
 def cpu_ranges(cpus: Any) -> str:
@@ -190,8 +199,9 @@ def environment() -> dict[str, Any]:
     mine = current_gpu()
     if g and mine is not None:
         env.update({"gpu": mine["name"], "gpu_cc": mine["compute_capability"], "driver": mine["driver"],
-                    "cuda_driver": mine["cuda_driver"], "gpu_count": len(g), "gpu_index": mine["index"],
-                    "gpu_uuid": mine["uuid"]})
+                    "cuda_driver": mine["cuda_driver"], "gpu_count": len(g), "gpu_uuid": mine["uuid"]})
+        if mine["index"] is not None:
+            env["gpu_index"] = mine["index"]
         try:
             from . import cuda
 

@@ -102,10 +102,10 @@ def split_budget_label(label: str) -> tuple[str, str, float | None]:
 
 def device_of(env: dict[str, Any], on_gpu: bool) -> dict[str, Any]:
     """Where a case ran, from the environment it ran in: the host and its GPU (NVML index, name, UUID) for a
-    backend on the GPU when one is visible, else the host and its CPU model."""
+    backend on the GPU when one is visible, else the host and its CPU model. (A MIG instance has no index.)"""
     host = str(env.get("host") or "")
     if on_gpu and env.get("gpu"):
-        out: dict[str, Any] = {"host": host, "kind": "gpu", "name": str(env["gpu"]), "index": env.get("gpu_index", 0)}
+        out: dict[str, Any] = {"host": host, "kind": "gpu", "name": str(env["gpu"]), "index": env.get("gpu_index")}
         if env.get("gpu_uuid"):
             out["uuid"] = str(env["gpu_uuid"])
         return out
@@ -128,7 +128,8 @@ def device_label(device: dict[str, Any]) -> str:
     """"node1 gpu1" or "node1 cpu": short, for tables (harness.device_report makes them unique)."""
     if not device:
         return "?"
-    slot = f"gpu{device.get('index', '?')}" if device.get("kind") == "gpu" else "cpu"
+    index = device.get("index")
+    slot = ("gpu" if index is None else f"gpu{index}") if device.get("kind") == "gpu" else "cpu"
     return f"{device.get('host') or '?'} {slot}"
 
 
@@ -339,7 +340,10 @@ def migrate(data: dict[str, Any], version: int) -> dict[str, Any]:
         # CUDA_VISIBLE_DEVICES is NVML's GPU 0; no UUID was recorded (results.merge lets a newer row of the
         # same case on the same host and GPU index replace such a row)
         env = data.get("env")
-        data["device"] = device_of(env if isinstance(env, dict) else {}, data.get("backend") in _GPU_BACKENDS_BEFORE_V3)
+        device = device_of(env if isinstance(env, dict) else {}, data.get("backend") in _GPU_BACKENDS_BEFORE_V3)
+        if device["kind"] == "gpu" and device["index"] is None:
+            device["index"] = 0
+        data["device"] = device
     data["schema"] = SCHEMA_VERSION
     return data
 

@@ -7,7 +7,7 @@ from execnet import XSpec
 
 from harness import devices
 from harness.devices import ENV_CPUS, ENV_CPUS_FROM, ENV_PINNED, GpuError, cpu_env, parse_gpus, plan_gpus, split_cpus
-from harness.environment import find_gpu, visible_entries
+from harness.environment import find_gpu, gpu_for, visible_entries
 
 
 def count(n):
@@ -84,6 +84,13 @@ def test_an_entry_finds_its_gpu_by_index_or_uuid_prefix():
     assert find_gpu("1", found)["name"] == "B" and find_gpu("GPU-aaaa", found)["name"] == "A"
     assert find_gpu("bbbb", found)["name"] == "B"  # CUDA takes a UUID without its GPU- prefix too
     assert find_gpu("GPU-", found) is None and find_gpu("7", found) is None  # ambiguous, absent
+    # the GPU a process computes on: the first entry of its CUDA_VISIBLE_DEVICES, else NVML's first
+    assert gpu_for(["1", "0"], found)["name"] == "B" and gpu_for(None, found)["name"] == "A"
+    assert gpu_for([], found) is None
+    # a MIG instance NVML's list does not hold: on a host of one GPU model, that model, no index
+    same = tuple({**g, "name": "H200"} for g in found)
+    assert gpu_for(["MIG-1234"], same) == {**same[0], "index": None, "uuid": "MIG-1234"}
+    assert gpu_for(["MIG-1234"], found) is None  # two models: which one is unknown
 
 
 def siblings(pairs):
