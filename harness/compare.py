@@ -2,7 +2,7 @@
 
 Rows are matched by their case (type, model, backend, recipe, profile; for perf also mode, batch, N,
 resident inputs, CUDA graphs) and compared **like with like**: a candidate row with a baseline row of the
-same case on the same device class (the GPU's name, or the CPU's model: :func:`harness.rows.device_class`),
+same case on the same device class (the GPU's name, or the CPU's model: :func:`harness.device_id.device_class`),
 the same device (host and GPU UUID) where the baseline has it, else the same host and GPU index, else the
 first of that class. Rows of one class never stand for another's: an H100 run compared with an H200 baseline
 finds every case missing and says why, unless ``across_devices`` (``--across-devices``) pairs each case
@@ -37,9 +37,10 @@ from pathlib import Path
 from tabulate import tabulate
 
 from .accuracy import fmt
+from .device_id import device_class, device_key, device_label
 from .histogram import LogHistogram, Ratio, bootstrap_ratio
 from .results import load_results
-from .rows import AccuracyRow, AnyRow, PerfRow, device_class, device_key, device_label
+from .rows import AccuracyRow, AnyRow, PerfRow
 
 PASSING = ("pass", "unbudgeted", "known failure", "unstable")
 ERROR_FLOOR = 1e-6

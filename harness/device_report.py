@@ -17,7 +17,8 @@ from typing import Any
 from tabulate import tabulate
 
 from .accuracy import fmt
-from .rows import AccuracyRow, AnyRow, PerfRow, device_key, device_label
+from .device_id import device_key, device_label
+from .rows import AccuracyRow, AnyRow, PerfRow
 
 STATUS = {"pass": "pass", "fail": "**FAIL**", "error": "**ERROR**", "unbudgeted": "no budget",
           "known failure": "fails (known)", "skipped": "skipped", "unstable": "unstable"}

@@ -8,9 +8,10 @@ from typing import Any
 
 from tabulate import tabulate
 
+from .device_id import device_key
 from .device_report import labels, several
 from .results import by_model
-from .rows import AnyRow, PerfRow, device_key
+from .rows import AnyRow, PerfRow
 
 MODE_ORDER = {"serial": 0, "multistream": 1, "threadpool": 2}
 KIND_ORDER = {"fp32": 0, "fp16": 1, "bf16": 2, "int8": 3}

@@ -41,8 +41,8 @@ def write_plots(report_dir: Path, rows: list[AnyRow]) -> list[str]:
     folder = report_dir / PLOTS
     folder.mkdir(parents=True, exist_ok=True)
     lines = ["## Plots", ""]
+    from .device_id import device_key
     from .device_report import labels, several
-    from .rows import device_key
 
     names = labels(rows) if several(rows) else {}
 

@@ -18,9 +18,10 @@ from typing import Any
 from tabulate import tabulate
 
 from .accuracy import fmt
+from .device_id import device_key
 from .device_report import cross_device_section, labels, several
 from .results import RESULTS, Results, by_model, load_results, write_text_atomic
-from .rows import AccuracyRow, AnyRow, BuildRow, device_key
+from .rows import AccuracyRow, AnyRow, BuildRow
 
 REPORT = "REPORT.md"
 STATUS_MARK = {"pass": "pass", "fail": "**FAIL**", "error": "**ERROR**", "unbudgeted": "no budget",

@@ -8,7 +8,7 @@ A row is one test's outcome, one JSON object per line in ``rows/<run>/<worker>.j
 ``build``     :class:`BuildRow`     an engine built (or found in the cache), nothing run
 
 Every row carries its case (model, backend, recipe, profile, and for perf the mode, batch, N...), the
-``device`` it ran on (host, and the GPU's index, name and UUID or the CPU's model: :func:`device_of`), its
+``device`` it ran on (host, and the GPU's index, name and UUID or the CPU's model: :mod:`harness.device_id`), its
 ``status``, where it was made (``run_id``, ``worker``, ``time``) and the machine (``env``, see
 :data:`ENV_FIELDS`). A row's key is its case and its device, so that rows of one case from two GPUs or two
 hosts never replace each other (:meth:`Row.key`; :meth:`Row.case_key` leaves the device out). On disk a row
@@ -34,6 +34,8 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+from .device_id import device_key, device_of
 
 SCHEMA_VERSION = 3
 log = logging.getLogger(__name__)
@@ -98,39 +100,6 @@ def split_budget_label(label: str) -> tuple[str, str, float | None]:
     except ValueError:
         bound = None
     return m.group("stat"), m.group("op"), bound
-
-
-def device_of(env: dict[str, Any], on_gpu: bool) -> dict[str, Any]:
-    """Where a case ran, from the environment it ran in: the host and its GPU (NVML index, name, UUID) for a
-    backend on the GPU when one is visible, else the host and its CPU model. (A MIG instance has no index.)"""
-    host = str(env.get("host") or "")
-    if on_gpu and env.get("gpu"):
-        out: dict[str, Any] = {"host": host, "kind": "gpu", "name": str(env["gpu"]), "index": env.get("gpu_index")}
-        if env.get("gpu_uuid"):
-            out["uuid"] = str(env["gpu_uuid"])
-        return out
-    return {"host": host, "kind": "cpu", "name": str(env.get("cpu") or "")}
-
-
-def device_key(device: dict[str, Any]) -> str:
-    """A device's identity as text: host, kind, GPU index, name and UUID ("" for a row without a device)."""
-    if not device:
-        return ""
-    return "|".join(str(device.get(k, "")) for k in ("host", "kind", "index", "name", "uuid"))
-
-
-def device_class(device: dict[str, Any]) -> tuple[str, str]:
-    """What numbers depend on, whichever host or slot: ("gpu", "NVIDIA H200") or ("cpu", its model)."""
-    return str(device.get("kind", "")), str(device.get("name", ""))
-
-
-def device_label(device: dict[str, Any]) -> str:
-    """"node1 gpu1" or "node1 cpu": short, for tables (harness.device_report makes them unique)."""
-    if not device:
-        return "?"
-    index = device.get("index")
-    slot = ("gpu" if index is None else f"gpu{index}") if device.get("kind") == "gpu" else "cpu"
-    return f"{device.get('host') or '?'} {slot}"
 
 
 @dataclass(kw_only=True)

@@ -16,12 +16,13 @@ from typing import Any
 
 from .backends import BACKENDS, get_backend
 from .cache import Cache
+from .device_id import device_of
 from .environment import environment
 from .errors import HarnessError
 from .recipes import Recipe, all_recipes
 from .registry import load_registry
 from .results import ROWS, RowWriter
-from .rows import Row, device_of
+from .rows import Row
 from .spec import ModelSpec, Registry, select_models
 
 

@@ -93,7 +93,7 @@ def test_a_version_2_row_gets_its_device_from_its_environment():
 
 
 def test_the_same_case_on_two_gpus_or_two_hosts_has_two_keys_and_one_case_key():
-    from harness.rows import device_class, device_of
+    from harness.device_id import device_class, device_of
 
     env = {"host": "node1", "cpu": "Xeon", "gpu": "NVIDIA H200", "gpu_index": 0, "gpu_uuid": "GPU-aaaa"}
     rows = [parse_row({**V2_GPU, "schema": 3, "device": device_of(e, on_gpu=True)}, "r") for e in
