@@ -39,9 +39,17 @@ EOF
 for step in $steps; do
   now=$(date +%s)
   left=$((budget - (now - t0) - reserve))
-  # a step must fit: perf-each runs the whole sweep on each GPU, as long as perf-one took
+  # a step must fit, as estimated from an earlier step: GPU 0 alone does what all GPUs shared, and a warm
+  # cache spares the builds of the cold run; perf-each runs the whole sweep on each GPU, as perf-one did
   need=30
-  if [ "$step" = perf-each ] && [ -f "$report/perf-one.seconds" ]; then need=$(( $(cat "$report/perf-one.seconds") * 11 / 10 + 10 )); fi
+  case $step in
+    perf-one) base=perf-all; num=22 ;;
+    acc-one) base=acc-cold; num=9 ;;
+    acc-all) base=acc-one; num=7 ;;
+    perf-each) base=perf-one; num=11 ;;
+    *) base= ;;
+  esac
+  if [ -n "$base" ] && [ -f "$report/$base.seconds" ]; then need=$(( $(cat "$report/$base.seconds") * num / 10 + 10 )); fi
   if [ "$left" -lt "$need" ]; then
     printf '%s\t\t\tskipped: %s s left of the budget, %s s needed\n' "$step" "$left" "$need" >>"$report/steps.tsv"
     echo "$step: skipped ($left s left, $need s needed)"
