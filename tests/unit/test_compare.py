@@ -184,3 +184,34 @@ def test_a_station_whose_cycle_time_grew_is_a_regression_and_an_unstable_one_inc
     assert cmp.changes[0].label == "vision-ort_cuda-fp32-dynamic-threadpool-4-True-False"
     assert verdicts(compare_rows([station(20.0, seed=1)], [station(23.0, seed=2, status="unstable")])) == \
         {"p50 ms": "inconclusive"}
+
+
+def on(row, host: str, gpu: str, index: int = 0):
+    """The same row as if it ran on another device."""
+    data = row.to_dict()
+    data.update(schema=3, backend="ort_cuda", device={"host": host, "kind": "gpu", "name": gpu, "index": index,
+                                                      "uuid": f"GPU-{host}-{index}"})
+    return parse_row(data, "test")
+
+
+def test_compare_pairs_like_with_like_and_names_the_devices():
+    base = [on(acc("pass", 0.004), "node1", "NVIDIA H200", 0), on(acc("pass", 0.004), "node1", "NVIDIA H200", 1)]
+    # the candidate ran on another H200 host: each GPU against the same index of the baseline's class
+    new = [on(acc("pass", 0.004), "node2", "NVIDIA H200", 1), on(acc("fail", 0.004), "node2", "NVIDIA H200", 0)]
+    cmp = compare_rows(base, new)
+    assert not cmp.missing and not cmp.new
+    (change,) = cmp.changes
+    assert change.regression and change.label == "ranker-ort_cuda-int8-dynamic @ node2 gpu0"
+    assert "node2 gpu0 (NVIDIA H200) against node1 gpu0 (NVIDIA H200)" in cmp.pairings
+
+
+def test_another_device_class_is_not_compared_unless_asked():
+    base = [on(perf(1.0), "node1", "NVIDIA H200")]
+    new = [on(perf(1.5, seed=1), "node3", "NVIDIA H100")]
+    cmp = compare_rows(base, new)
+    assert not cmp.changes and cmp.new == [f"{new[0].label} @ node3 gpu0"]
+    (case, why) = cmp.missing[0]
+    assert "only on another kind of device (node3 gpu0 (NVIDIA H100)); compare across devices with --across-devices" in why
+    across = compare_rows(base, new, across_devices=True)
+    assert verdicts(across) == {"p50 ms": "regression", "p99 ms": "regression"} and not across.missing
+    assert across.pairings == ["node3 gpu0 (NVIDIA H100) against node1 gpu0 (NVIDIA H200)"]
