@@ -160,7 +160,8 @@ def compare_rows(base: list[AnyRow], new: list[AnyRow], th: Thresholds = Thresho
             out.missing.append((label(r), f"skipped in the candidate: {r.message or ''}".strip()))
             continue
         changes = status_change(b, r)
-        if isinstance(b, AccuracyRow) and isinstance(r, AccuracyRow):
+        if isinstance(b, AccuracyRow) and isinstance(r, AccuracyRow) and "no-op" not in (b.status, r.status):
+            # a no-op's numbers are FP32's: nothing to compare the other side's precision with
             changes += accuracy_changes(b, r, th)
         elif isinstance(b, PerfRow) and isinstance(r, PerfRow) and b.measured and r.measured:
             changes += perf_changes(b, r, th)
@@ -175,7 +176,8 @@ def compare_rows(base: list[AnyRow], new: list[AnyRow], th: Thresholds = Thresho
 def status_change(b: AnyRow, r: AnyRow) -> list[Change]:
     if b.status == r.status or {b.status, r.status} == {"pass", "unstable"}:
         return []  # pass <-> unstable is the perf comparison's business (inconclusive)
-    if b.status in PASSING and r.status in ("fail", "error"):
+    if b.status in PASSING and r.status in ("fail", "error", "no-op"):
+        # a recipe that now converts or quantizes nothing no longer gates its precision: that is lost coverage
         verdict = "regression"
     elif b.status in ("fail", "error") and r.status in PASSING:
         verdict = "improvement"

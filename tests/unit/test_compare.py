@@ -215,3 +215,12 @@ def test_another_device_class_is_not_compared_unless_asked():
     across = compare_rows(base, new, across_devices=True)
     assert verdicts(across) == {"p50 ms": "regression", "p99 ms": "regression"} and not across.missing
     assert across.pairings == ["node3 gpu0 (NVIDIA H100) against node1 gpu0 (NVIDIA H200)"]
+
+
+def test_a_recipe_that_became_a_no_op_is_a_regression():
+    """A pass that turns into "no-op" (the recipe now converts or quantizes nothing) is lost coverage."""
+    cmp = compare_rows([acc("pass", 0.004)], [acc("no-op", 0.0)])
+    (change,) = [c for c in cmp.changes if c.what == "status"]
+    assert (change.before, change.after, change.verdict) == ("pass", "no-op", "regression") and cmp.failed()
+    back = compare_rows([acc("no-op", 0.0)], [acc("pass", 0.004)])
+    assert [c.verdict for c in back.changes if c.what == "status"] == ["change"] and not back.failed()
