@@ -12,6 +12,11 @@ reference ``r`` (both taken as float64):
               reference's (one position for a classifier, every pixel for a segmenter).
 ``top5``      the share of positions whose reference argmax is among the candidate's five best.
 
+Task metrics (mask IoU / Dice at a threshold, absolute error in output units over chosen channels, exact
+sequences after greedy CTC decoding) and their label_ forms, for outputs whose registry entry asks for them,
+are computed by :mod:`harness.task_metrics`; an "of fp32" budget compares a label metric with the FP32
+reference's own score, accumulated beside it.
+
 Each metric's direction and best value live in :data:`harness.budgets.METRICS`. Statistics over the
 evaluation set: count, mean and the tail that matters for the metric (:func:`harness.budgets.tail_stats`:
 p50, p90, p99 and max of an error; min, p1, p5, p10 and p50 of a similarity or agreement), any percentile a
@@ -34,8 +39,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .budgets import CLASS_METRICS, METRICS, Budget, OutputConfig, quantile_of, share_stat, tail_stats
+from .budgets import METRICS, Budget, OutputConfig, quantile_of, share_stat, tail_stats
 from .sketch import StreamingStat
+from .task_metrics import label_metrics, task_metrics
 
 __all__ = ["METRICS", "AccuracyAccumulator", "Budget", "BudgetResult", "OutputConfig", "OutputSummary",
            "StreamingStat", "Verdict", "budget_value", "evaluate", "failure_message", "fmt", "sample_metrics",
@@ -51,27 +57,35 @@ _ELEM_FLOOR = 1e-3
 # --------------------------------------------------------------------------------------------- metrics
 
 
+def batch_first(x: np.ndarray, batch_axis: int | None, axes: tuple[int | None, ...] = ()
+                ) -> tuple[np.ndarray, tuple[int | None, ...]]:
+    """``x`` with its samples on axis 0 (a tensor without a batch axis is one sample), and ``axes`` (given in
+    full-tensor coordinates) in the new ones."""
+    x = np.asarray(x)
+    if batch_axis is None:
+        return x[None], tuple(None if a is None else (a % x.ndim) + 1 for a in axes)
+    if batch_axis != 0:
+        moved = np.moveaxis(x, batch_axis, 0)
+        return moved, tuple(None if a is None else _moved_axis(a, batch_axis, x.ndim) for a in axes)
+    return x, tuple(None if a is None else a % x.ndim for a in axes)
+
+
 def sample_metrics(
-    candidate: np.ndarray, reference: np.ndarray, *, class_axis: int | None = None, batch_axis: int | None = 0
+    candidate: np.ndarray, reference: np.ndarray, *, class_axis: int | None = None, batch_axis: int | None = 0,
+    config: OutputConfig | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Per-sample metrics of one output for one batch.
+    """Per-sample metrics of one output for one batch (``config``: the output's class axis and task metrics).
 
     Returns ``(metrics, finite)`` where each metric is an array of one value per sample and ``finite``
     says which samples have only finite candidate values (the others' metrics are NaN).
     """
+    cfg = config if config is not None else OutputConfig(class_axis=class_axis)
     y = np.asarray(candidate)
     r = np.asarray(reference)
     if y.shape != r.shape:
         raise ValueError(f"candidate shape {y.shape} differs from reference shape {r.shape}")
-    if batch_axis is None:  # the whole tensor is one sample
-        y, r = y[None], r[None]
-        batch_axis = 0
-        if class_axis is not None:
-            class_axis = class_axis + 1 if class_axis >= 0 else class_axis
-    if batch_axis != 0:
-        y, r = np.moveaxis(y, batch_axis, 0), np.moveaxis(r, batch_axis, 0)
-        if class_axis is not None:
-            class_axis = _moved_axis(class_axis, batch_axis, y.ndim)
+    y, (class_axis, channel_axis) = batch_first(y, batch_axis, (cfg.class_axis, cfg.channel_axis))
+    r, _ = batch_first(r, batch_axis)
     n = y.shape[0]
     yf = y.reshape(n, -1).astype(np.float64)
     rf = r.reshape(n, -1).astype(np.float64)
@@ -93,6 +107,8 @@ def sample_metrics(
         out["cosine"] = np.where(~both_zero & (denom == 0), 0.0, out["cosine"])
         if class_axis is not None:
             out.update(_class_agreement(y, r, class_axis))
+        if cfg.metrics:
+            out.update(task_metrics(y, r, cfg, class_axis=class_axis, channel_axis=channel_axis))
     for k in out:
         out[k] = np.where(finite, out[k], np.nan)
     return out, finite
@@ -137,6 +153,8 @@ class OutputSummary:
     nonfinite_indices: list[int] = field(default_factory=list)
     # per metric: the worst samples, as (value, sample index), worst first
     worst: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    # label metrics of the FP32 reference itself, for "of fp32" budgets
+    fp32_stats: dict[str, StreamingStat] = field(default_factory=dict)
 
 
 class AccuracyAccumulator:
@@ -152,6 +170,7 @@ class AccuracyAccumulator:
         self.outputs = dict(outputs)
         self.batch_axes = dict(batch_axes or {})
         tracked: dict[str, set[float]] = {m: set(DEFAULT_SHARES.get(m, ())) for m in METRICS}
+        self.labelled = any(cfg.labels for cfg in self.outputs.values())
         for b in budgets:
             if b.threshold is not None:  # share_over / share_under: counted exactly
                 tracked[b.metric].add(b.threshold)
@@ -163,20 +182,30 @@ class AccuracyAccumulator:
     def _summary(self, name: str) -> OutputSummary:
         if name not in self.summaries:
             cfg = self.outputs.get(name, OutputConfig())
-            metrics = [m for m in METRICS if m not in CLASS_METRICS or cfg.class_axis is not None]
-            self.summaries[name] = OutputSummary(name, {m: StreamingStat(self._tracked[m], best=METRICS[m].best) for m in metrics})
+            self.summaries[name] = OutputSummary(
+                name, {m: StreamingStat(self._tracked[m], best=METRICS[m].best) for m in cfg.metric_names()},
+                fp32_stats={m: StreamingStat(self._tracked[m], best=METRICS[m].best)
+                            for m in cfg.label_metric_names()})
         return self.summaries[name]
 
-    def update(self, candidate: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], first_index: int) -> None:
-        """Add one batch whose first sample has index ``first_index`` in the evaluation set."""
+    def update(self, candidate: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], first_index: int,
+               labels: Mapping[str, np.ndarray] | None = None) -> None:
+        """Add one batch whose first sample has index ``first_index`` in the evaluation set; ``labels``: per
+        output with labels, the batch's labels (samples on axis 0)."""
         n_batch = None
         for name, ref in reference.items():
             if name not in candidate:
                 raise KeyError(f"output {name!r} is missing from the candidate's outputs ({sorted(candidate)})")
             cfg = self.outputs.get(name, OutputConfig())
             batch_axis = self.batch_axes.get(name, 0)
-            values, finite = sample_metrics(candidate[name], ref, class_axis=cfg.class_axis, batch_axis=batch_axis)
+            values, finite = sample_metrics(candidate[name], ref, batch_axis=batch_axis, config=cfg)
             summ = self._summary(name)
+            if cfg.labels is not None:
+                if labels is None or name not in labels:
+                    raise KeyError(f"output {name!r} has labels ({cfg.labels!r}) but none were given for this batch")
+                values.update(self._label_values(candidate[name], labels[name], cfg, batch_axis, finite))
+                for metric, v in self._label_values(ref, labels[name], cfg, batch_axis, None).items():
+                    summ.fp32_stats[metric].add(v)
             n = finite.size
             n_batch = n if n_batch is None else max(n_batch, n)
             bad = np.flatnonzero(~finite)
@@ -193,6 +222,15 @@ class AccuracyAccumulator:
                 stat.add(ok)
                 self._track_worst(name, metric, v, finite, first_index)
         self.samples += n_batch or 0
+
+    @staticmethod
+    def _label_values(y: np.ndarray, labels: np.ndarray, cfg: OutputConfig, batch_axis: int | None,
+                      finite: np.ndarray | None) -> dict[str, np.ndarray]:
+        y, (class_axis, channel_axis) = batch_first(y, batch_axis, (cfg.class_axis, cfg.channel_axis))
+        values = label_metrics(y, labels, cfg, class_axis=class_axis, channel_axis=channel_axis)
+        if finite is not None:
+            values = {k: np.where(finite, v, np.nan) for k, v in values.items()}
+        return values
 
     def _track_worst(self, output: str, metric: str, v: np.ndarray, finite: np.ndarray, first: int) -> None:
         # a min-heap of (badness, -index) keeps the K worst; badness is the value, or -value if higher is better
@@ -225,6 +263,7 @@ class BudgetResult:
     output: str
     value: float
     passed: bool
+    fp32: float | None = None  # for an "of fp32" budget: the FP32 reference's own value of the statistic
 
 
 @dataclass
@@ -257,8 +296,9 @@ def share_key(name: str, threshold: float) -> str:
     return f"{name}_{threshold:g}"
 
 
-def budget_value(summary: OutputSummary, budget: Budget) -> float:
-    stat = summary.stats.get(budget.metric)
+def budget_value(summary: OutputSummary, budget: Budget, *, fp32: bool = False) -> float:
+    """A budget's statistic over the candidate's samples (``fp32``: over the FP32 reference's, label metrics)."""
+    stat = (summary.fp32_stats if fp32 else summary.stats).get(budget.metric)
     if stat is None:
         return math.nan
     if budget.threshold is not None:
@@ -266,22 +306,38 @@ def budget_value(summary: OutputSummary, budget: Budget) -> float:
     return stat_value(stat, budget.stat)
 
 
+def _not_computed(metric: str, output: str) -> str:
+    if metric in ("top1", "top5"):
+        return f"output {output!r} has no class axis, so {metric} is not computed (set class_axis for it in the registry)"
+    if metric.startswith("label_"):
+        return (f"output {output!r} has no labels for {metric} (set labels, and the task metric it scores, for it in "
+                "the registry)")
+    return f"output {output!r} does not compute {metric} (add it to the output's metrics in the registry)"
+
+
 def evaluate(summaries: Mapping[str, OutputSummary], budgets: Iterable[Budget]) -> Verdict:
+    """Check budgets. A budget that names no output holds for every output that computes its metric (a class
+    or task metric is computed only where the registry asks for it); one that names an output, for that one."""
     results: list[BudgetResult] = []
     problems: list[str] = []
     for b in budgets:
-        targets = [b.output] if b.output else list(summaries)
+        if b.output:
+            targets = [b.output]
+        else:
+            targets = [o for o, s in summaries.items() if b.metric in s.stats]
+            if not targets and not b.where_computed:
+                targets = list(summaries)[:1]  # reported as a problem below
         for out in targets:
             if out not in summaries:
                 problems.append(f"budget {b.label!r} names output {out!r}, which the model does not have "
                                 f"(outputs: {', '.join(summaries)})")
                 continue
             if b.metric not in summaries[out].stats:
-                problems.append(f"budget {b.label!r}: output {out!r} has no class axis, so {b.metric} "
-                                f"is not computed (set class_axis for it in the registry)")
+                problems.append(f"budget {b.label!r}: {_not_computed(b.metric, out)}")
                 continue
             value = budget_value(summaries[out], b)
-            results.append(BudgetResult(b, out, value, b.holds(value)))
+            fp32 = budget_value(summaries[out], b, fp32=True) if b.relative else None
+            results.append(BudgetResult(b, out, value, b.holds(value, fp32), fp32))
     nonfinite = {k: s for k, s in summaries.items() if s.nonfinite_samples}
     return Verdict(results, nonfinite, problems)
 
@@ -324,7 +380,9 @@ def failure_message(verdict: Verdict, summaries: Mapping[str, OutputSummary], *,
             continue
         b, s = r.budget, summaries[r.output]
         st = s.stats[b.metric]
-        lines.append(f"  output {r.output!r}: {b.label}: measured {fmt(r.value)} (bound {b.op} {fmt(b.bound)})")
+        bound = f"{b.op} {fmt(b.bound)}" if not b.relative else \
+            f"{b.op} {fmt(b.limit(r.fp32))}: {fmt(100 * b.bound)} % of fp32's {fmt(r.fp32 if r.fp32 is not None else math.nan)}"
+        lines.append(f"  output {r.output!r}: {b.label}: measured {fmt(r.value)} (bound {bound})")
         if (r.output, b.metric) in shown:
             continue
         shown.add((r.output, b.metric))

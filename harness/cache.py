@@ -30,6 +30,7 @@ from typing import Any
 from filelock import FileLock
 
 from .errors import CacheError
+from .hostlock import building
 
 SCHEMA_VERSION = 1
 SIDECAR = "entry.json"
@@ -143,8 +144,13 @@ class Cache:
         entry, problem = self._load(kind, label, key, folder, filename)
         if entry is not None:
             return self._event(entry)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(folder) + ".lock"):
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(folder) + ".lock")
+            lock.acquire()
+        except OSError as exc:
+            raise self._unwritable(folder, problem, exc) from None
+        try:
             # another process may have built it while we waited for the lock
             entry, problem = self._load(kind, label, key, folder, filename)
             if entry is not None:
@@ -156,7 +162,9 @@ class Cache:
                 if problem != "rebuild requested":
                     warnings.warn(CacheWarning(f"cache entry {folder} is unusable ({problem}); rebuilding it"),
                                   stacklevel=2)
-            entry = self._build(kind, label, key, parts, folder, filename, build, outcome)
+            entry = self._build(kind, label, key, parts, folder, filename, build, outcome, problem)
+        finally:
+            lock.release()
         return self._event(entry)
 
     def discard(self, entry: Entry, problem: str) -> None:
@@ -175,6 +183,13 @@ class Cache:
                 shutil.rmtree(trash, ignore_errors=True)
         self._discarded.add(entry.key)
         warnings.warn(CacheWarning(f"cache entry {folder} is unusable ({problem}); rebuilding it"), stacklevel=2)
+
+    def _unwritable(self, folder: Path, problem: str, exc: OSError) -> CacheError:
+        """A read-only cache serves the entries it holds; one it must (re)build is an error naming it."""
+        why = "is missing" if problem == "missing" else f"must be rebuilt ({problem})"
+        return CacheError(f"engine cache {self.root}: entry {folder.relative_to(self.root)} {why}, but the cache "
+                          f"cannot be written ({exc.strerror or exc}: {exc.filename or folder}); make it writable, "
+                          "or point --engine-cache (or $HARNESS_CACHE_DIR) at a writable folder")
 
     def _load(self, kind: str, label: str, key: str, folder: Path, filename: str) -> tuple[Entry | None, str]:
         side = folder / SIDECAR
@@ -203,13 +218,18 @@ class Cache:
         return Entry(kind, label, key, art, meta, "hit"), ""
 
     def _build(self, kind: str, label: str, key: str, parts: dict[str, Any], folder: Path, filename: str,
-               build: Callable[[Path], dict[str, Any] | None], outcome: str) -> Entry:
+               build: Callable[[Path], dict[str, Any] | None], outcome: str, problem: str) -> Entry:
         tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        tmp.mkdir(parents=True)
         try:
-            t0 = time.perf_counter()
-            info = build(tmp / filename) or {}
-            seconds = time.perf_counter() - t0
+            tmp.mkdir(parents=True)
+        except OSError as exc:
+            raise self._unwritable(folder, problem, exc) from None
+        try:
+            # never while another worker on this host times its GPU (harness.hostlock; a no-op otherwise)
+            with building():
+                t0 = time.perf_counter()
+                info = build(tmp / filename) or {}
+                seconds = time.perf_counter() - t0
             art = tmp / filename
             if not art.exists():
                 raise CacheError(f"the build of {kind}/{label} did not write {filename}")
@@ -229,14 +249,17 @@ class Cache:
                 "pid": os.getpid(),
                 "info": info,
             }
-            side_tmp = tmp / (SIDECAR + ".part")
-            side_tmp.write_text(json.dumps(meta, indent=1, default=str))
-            os.replace(side_tmp, tmp / SIDECAR)  # the sidecar is complete or absent
-            if folder.exists():
-                trash = folder.parent / f".trash-{folder.name}-{uuid.uuid4().hex[:6]}"
-                os.replace(folder, trash)
-                shutil.rmtree(trash, ignore_errors=True)
-            os.replace(tmp, folder)
+            try:
+                side_tmp = tmp / (SIDECAR + ".part")
+                side_tmp.write_text(json.dumps(meta, indent=1, default=str))
+                os.replace(side_tmp, tmp / SIDECAR)  # the sidecar is complete or absent
+                if folder.exists():
+                    trash = folder.parent / f".trash-{folder.name}-{uuid.uuid4().hex[:6]}"
+                    os.replace(folder, trash)
+                    shutil.rmtree(trash, ignore_errors=True)
+                os.replace(tmp, folder)
+            except OSError as exc:
+                raise self._unwritable(folder, problem, exc) from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

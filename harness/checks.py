@@ -1,9 +1,12 @@
 """The shared check functions behind the gate tests' thin fixtures.
 
-``check_accuracy`` runs one case end to end (recipe -> engine -> samples -> reference -> metrics ->
-budgets), writes its result row (:class:`harness.rows.AccuracyRow`) whatever happens, and raises
+``check_accuracy`` runs one case end to end (output layout -> recipe -> engine -> samples -> reference ->
+metrics -> budgets), writes its result row (:class:`harness.rows.AccuracyRow`) whatever happens, and raises
 :class:`AccuracyGateFailure` with the numbers when a budget does not hold. ``check_build`` writes a
-:class:`harness.rows.BuildRow`.
+:class:`harness.rows.BuildRow`. An accuracy row's status is one of ``pass``, ``fail``, ``error``, ``known
+failure``, ``skipped``, ``unbudgeted`` (no budget applies: a failure under ``--strict-budgets``) and
+``no-op`` (the recipe converted or quantized nothing, so the case says nothing about its precision; raised
+as :class:`NoOpRecipe`, which the plugin reports as a skip with the reason).
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ from .spec import Expectation
 
 class AccuracyGateFailure(AssertionError):
     """A budget did not hold; the message shows the statistics and the worst samples."""
+
+
+class NoOpRecipe(Exception):
+    """The recipe changed nothing (the message says why): the case is no pass of that precision."""
 
 
 def summary_fields(summaries: Mapping[str, OutputSummary], budgets: Iterable[Budget] = ()) -> dict[str, Any]:
@@ -76,7 +83,7 @@ def summary_fields(summaries: Mapping[str, OutputSummary], budgets: Iterable[Bud
     return {"metrics": {k: _finite_or_none(v) for k, v in flat.items()}, "outputs": outputs}
 
 
-def _finite_or_none(v: float) -> float | None:
+def _finite_or_none(v: float | None) -> float | None:
     return None if v is None or math.isnan(v) else float(v)
 
 
@@ -86,7 +93,8 @@ def verdict_fields(verdict: Verdict) -> dict[str, Any]:
         statistic, op, _ = split_budget_label(r.budget.label)
         budgets.append(BudgetValue(budget=r.budget.label, output=r.output, value=_finite_or_none(r.value),
                                    passed=r.passed, statistic=statistic, op=op or r.budget.op,
-                                   bound=float(r.budget.bound)))
+                                   bound=float(r.budget.bound),
+                                   fp32=_finite_or_none(r.fp32) if r.budget.relative else None))
     return {"budgets": budgets, "nonfinite_samples": sum(s.nonfinite_samples for s in verdict.nonfinite.values())}
 
 
@@ -114,13 +122,18 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> AccuracyRow:
         profile_shapes=profile.describe(), backend_version=backend.version(),
     )
     t0 = time.perf_counter()
+    notes: list[str] = []
     try:
         # the samples' shapes are checked against the profile before anything is built or run
         samples = SampleSet(spec, profile, size=hs.settings.eval_size)
         samples.check_profile()
         row.update(samples=samples.count, data="real" if samples.real else "generated")
+        # outputs are split into samples along their real batch axes, found by running the FP32 model
+        spec, layout = hs.layout(spec)
+        row.output_layout = layout.describe()
+        notes += layout.warnings
         art = apply_recipe(recipe, spec, hs.cache)
-        row.update(recipe_info=art.info, recipe_seconds=round(art.seconds, 3), recipe_hit=art.hit)
+        row.update(recipe_info=row_info(art.info), recipe_seconds=round(art.seconds, 3), recipe_hit=art.hit)
         label = f"{spec.name}/{backend.name}/{recipe.name}-{profile.name}"
         engine = backend.build(art.path, profile, hs.cache, label=label, model_hash=art.model_hash,
                                options=hs.build_options(backend, art.build_options), calibration=art.calibration)
@@ -131,6 +144,7 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> AccuracyRow:
         expect = case_expectation(hs, case)
         budgets = expect.budgets
         row.expectation_scopes = list(expect.scopes)
+        row.budget_source = expect.source or "none"
         acc = AccuracyAccumulator(spec.outputs, budgets, batch_axes=spec.output_batch_axes)
         sim = None
         if recipe.kind == "int8":
@@ -143,7 +157,8 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> AccuracyRow:
             for batch in samples.batches():
                 out = unpad(runner.infer(batch.feeds), batch.count, spec.output_batch_axes)
                 expected = ref.slice(batch.index, batch.index + batch.count)
-                acc.update(out, expected, batch.index)
+                labels = samples.labels(batch.index, batch.index + batch.count) if samples.labelled else None
+                acc.update(out, expected, batch.index, labels)
                 if sim is not None:
                     defined = sim.slice(batch.index, batch.index + batch.count)
                     sim_acc.update(defined, expected, batch.index)
@@ -160,7 +175,9 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> AccuracyRow:
     verdict = evaluate(summaries, budgets)
     row.update(summary_fields(summaries, budgets))
     row.update(verdict_fields(verdict))
-    notes: list[str] = []
+    if acc.labelled:  # the FP32 reference's own scores against the labels
+        fp32 = {name: OutputSummary(name, s.fp32_stats) for name, s in summaries.items() if s.fp32_stats}
+        row.fp32_label_metrics = summary_fields(fp32, budgets)["metrics"]
     if sim is not None:
         row.simulated = summary_fields(sim_acc.summary())["metrics"]
         row.kernel_error = summary_fields(kernel_acc.summary())["metrics"]
@@ -169,24 +186,40 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> AccuracyRow:
     row.notes = notes
     row.seconds = round(time.perf_counter() - t0, 3)
     known = expect.known_failure
-    if not budgets and verdict.passed:
-        row.status = "unbudgeted"
-    elif verdict.passed:
-        row.status = "pass"
-    else:
-        row.status = "known failure" if known else "fail"
-    row.known_failure = known
+    no_op = art.info.get("no_op")
     message = None
     if not verdict.passed:
+        row.status = "known failure" if known else "fail"
         message = failure_message(verdict, summaries, case=case.id, samples=samples.count,
                                   report=str(hs.settings.report_dir / REPORT))
+    elif no_op:
+        row.update(status="no-op", no_op=no_op, message=f"no-op: {no_op}")
+    elif not budgets:
+        row.unbudgeted = True
+        row.status = "unbudgeted"
+        if hs.settings.strict_budgets:
+            row.status = "fail"
+            message = (f"accuracy gate for {case.id}: no budget applies to recipe {recipe.name!r} (kind "
+                       f"{recipe.kind}) of model {spec.name!r}, and --strict-budgets makes that a failure; give it "
+                       f"budgets in {spec.source} ([models.{spec.name}.budgets] or [defaults.budgets])")
+    else:
+        row.status = "pass"
+    row.known_failure = known
+    if message:
         if notes:
             message += "".join(f"\n  note: {n}" for n in notes)
         row.message = message
     hs.write_row(row)
     if message:
         raise AccuracyGateFailure(message)
+    if no_op:
+        raise NoOpRecipe(f"{case.id}: no-op: {no_op}")
     return row
+
+
+def row_info(info: Mapping[str, Any]) -> dict[str, Any]:
+    """A recipe's record for a result row: the per-node lists stay in the cache entry (the API returns them)."""
+    return {k: v for k, v in info.items() if k != "nodes"}
 
 
 # below this, a kernel's difference from the recipe's own arithmetic is noise (float summation order)
@@ -241,6 +274,6 @@ def check_build(hs: HarnessSession, case: AccuracyCase) -> BuildRow:
         raise
     row.update(status="pass", build_seconds=round(engine.entry.build_seconds, 3), engine_size=engine.entry.size,
                cache_hit=engine.entry.hit, engine_key=engine.entry.key, engine_info=engine.entry.info,
-               setup=engine.describe(), recipe_info=art.info)
+               setup=engine.describe(), recipe_info=row_info(art.info))
     hs.write_row(row)
     return row

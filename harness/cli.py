@@ -1,11 +1,14 @@
 """Command line: ``python -m harness run | report | compare | history | models | cache``.
 
-``run``      the main job: the gate suites over the registry's models (ONNX Runtime CPU by default), then
-             REPORT.md; extra arguments after ``--`` go to pytest.
-``report``   merge rows that results.json does not hold yet (after a crash), re-render REPORT.md.
+``run``      the main job, from a project's folder: the registry's gates (the accuracy gates, then the perf
+             sweep) through pytest and the plugin, then REPORT.md. It takes the plugin's options (the same
+             as pytest's ``--registry``, ``--models``...; unset ones come from the project's ini file); extra
+             arguments after ``--`` go to pytest.
+``report``   merge rows that results.json does not hold yet (after a crash), re-render REPORT.md; with several
+             folders (one per host or shard) and ``--out``, gather their rows into one report.
 ``compare``  the changes from a baseline results.json to another; exit 1 on regressions or missing cases.
 ``history``  the nightly history database: ``runs`` (default), ``show CASE``, ``changes``, ``append``.
-``models``   list the registry's models, inputs and profiles.
+``models``   list the registry's models, inputs and profiles (after checking it as a run would).
 ``cache``    show what the engine cache holds.
 
 Exit status: 0 fine, 1 a comparison or change detection found regressions (or missing cases), 2 bad input
@@ -15,40 +18,34 @@ Exit status: 0 fine, 1 a comparison or change detection found regressions (or mi
 from __future__ import annotations
 
 import argparse
+import shlex
 import sqlite3
 import sys
 from pathlib import Path
 
 from .errors import HarnessError
-
-
-def project_root() -> Path:
-    """The checkout that holds the gate suites: the current folder if it has them, else the package's parent."""
-    cwd = Path.cwd()
-    if (cwd / "tests" / "gates").is_dir():
-        return cwd
-    return Path(__file__).resolve().parent.parent
+from .options import OPTIONS, Option
 
 
 def cmd_run(args: argparse.Namespace, passthrough: list[str]) -> int:
     import pytest
 
-    root = project_root()
-    gates = root / "tests" / "gates"
-    if not gates.is_dir():
-        print(f"harness run: no gate suites at {gates}; run it from the project's checkout", file=sys.stderr)
-        return 2
+    from . import plugin
+
     marker = "accuracy" if args.accuracy_only else ("perf" if args.perf_only else "accuracy or perf")
-    argv = [str(gates), "--rootdir", str(root), "-m", marker, "-p", "no:cacheprovider"]
-    if args.backends:
-        argv += ["--backends", args.backends]
-    if args.models:
-        argv += ["--models", args.models]
-    if args.report_dir:
-        argv += ["--report-dir", args.report_dir]
+    # the harness package is imported already (this command is part of it): pytest cannot assert-rewrite it,
+    # and says so once per run; nothing of it needs rewriting
+    argv = ["--gates-only", "-m", marker, "-p", "no:cacheprovider",
+            "-W", "ignore::pytest.PytestAssertRewriteWarning"]
+    for opt in OPTIONS:
+        value = getattr(args, opt.dest)
+        if value:
+            # the --option=VALUE form: pytest never takes the value for a test path
+            argv.append(opt.flag if opt.kind == "flag" else f"{opt.flag}={value}")
     argv += passthrough
-    print("running: pytest " + " ".join(argv), flush=True)
-    return int(pytest.main(argv))
+    print("running: pytest " + shlex.join(argv), flush=True)
+    # the plugin registered up front: its options are known while pytest reads the command line
+    return int(pytest.main(argv, plugins=[plugin]))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -56,7 +53,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
     from .results import RESULTS, ROWS, merge_pending
 
-    folder = Path(args.dir)
+    sources = [Path(d) for d in args.dirs]
+    if len(sources) > 1 and not args.out:
+        print(f"harness report: {len(sources)} folders given: name the folder of the gathered report with --out",
+              file=sys.stderr)
+        return 2
+    folder = Path(args.out) if args.out else sources[0]
+    if args.out:
+        from .gather import gather
+
+        done = gather(sources, folder)
+        for w in done.warnings:
+            print(f"harness report: warning: {w}", file=sys.stderr)
+        print(f"gathered {done.copied} row file(s)" + (f" and {done.from_results} row(s) kept only in a {RESULTS}"
+                                                      if done.from_results else "")
+              + f" from {len(sources)} folder(s) into {folder}")
     outcome = merge_pending(folder, environment=environment())
     for w in outcome.warnings:
         print(f"harness report: warning: {w}", file=sys.stderr)
@@ -75,7 +86,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import Thresholds, compare_files, render
 
     th = Thresholds(perf=args.threshold, tail=args.tail_threshold, error_rise=args.error_rise)
-    cmp = compare_files(Path(args.baseline), Path(args.candidate), th)
+    cmp = compare_files(Path(args.baseline), Path(args.candidate), th, across_devices=args.across_devices)
     print(render(cmp))
     print(f"\n{cmp.summary()}" + (" (missing cases allowed)" if cmp.missing and args.allow_missing else ""))
     return 1 if cmp.failed(args.allow_missing) else 0
@@ -116,25 +127,41 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from .preflight import check_registry
+    from .recipes import all_recipes
     from .registry import load_registry
 
     reg = load_registry(args.registry)
+    check_registry(reg, all_recipes(reg))
     for spec in reg.models.values():
         state = f"  (unavailable: {spec.unavailable})" if spec.unavailable else ""
         print(f"{spec.name}: {spec.path}{state}")
         for inp in spec.inputs.values():
-            print(f"  input  {inp.name}: {inp.dtype.name} {list(inp.dims)} range [{inp.low:g}, {inp.high:g}] "
-                  f"{inp.distribution}")
+            batch = "shared (no batch axis)" if inp.shared else f"batch axis {inp.batch_axis}"
+            values = f"value {inp.value.tolist()}" if inp.value is not None else \
+                f"range [{inp.low:g}, {inp.high:g}] {inp.distribution}"
+            print(f"  input  {inp.name}: {inp.dtype.name} {list(inp.dims)} {batch}; {values}")
+        for out, cfg in spec.outputs.items():
+            judged = [f"class axis {cfg.class_axis}"] if cfg.class_axis is not None else []
+            judged += [f"metrics {', '.join(cfg.metrics)}"] if cfg.metrics else []
+            judged += [f"labels {cfg.labels!r}"] if cfg.labels else []
+            if judged:
+                print(f"  output {out}: {'; '.join(judged)}")
         for pname, prof in spec.profiles.items():
             print(f"  profile {pname}: {prof.describe()}")
         print(f"  recipes: {', '.join(spec.recipes or reg.default_recipes)}")
+    for st in reg.stations.values():
+        members = ", ".join(m.model + "".join(f" {x}" for x in (m.recipe, m.profile) if x) for m in st.members)
+        extra = "".join([f"; batches {', '.join(map(str, st.batches))}" if st.batches else "",
+                         f"; holds {st.fps:g} fps" if st.fps else ""])
+        print(f"station {st.name}: {members}{extra}")
     return 0
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
     from .cache import Cache, default_root
 
-    root = Path(args.dir) if args.dir else default_root(project_root())
+    root = Path(args.dir) if args.dir else default_root(Path.cwd())
     if not root.exists():
         print(f"{root}: empty")
         return 0
@@ -149,6 +176,14 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metavar(opt: Option) -> str:
+    kind = opt.kind
+    if kind == "str" and opt.choices:
+        return "|".join(opt.choices)
+    return {"path": "PATH", "list": "A,B", "intlist": "N,M", "int": "N", "float": "X", "boollist": "yes,no",
+            "options": "K=V,...", "gpus": "all|0,1", "shard": "I/N"}.get(kind, "VALUE")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     passthrough: list[str] = []
@@ -157,15 +192,23 @@ def main(argv: list[str] | None = None) -> int:
         argv, passthrough = argv[:i], argv[i + 1:]
     ap = argparse.ArgumentParser(prog="harness", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="run the gate suites and write the report")
-    r.add_argument("--backends", help="comma-separated backends (default: ort_cpu, or the ini's)")
-    r.add_argument("--models", help="comma-separated models (default: all)")
-    r.add_argument("--report-dir", help="report folder (default: reports)")
+    r = sub.add_parser("run", help="run the registry's gates and write the report",
+                       description="Run the registry's gates through pytest and the harness plugin, from the "
+                       "project's folder; options left out come from its ini file (harness_<name>). Arguments "
+                       "after -- go to pytest, e.g. -- -n 4 or -- -k classifier.")
+    for opt in OPTIONS:
+        if opt.kind == "flag":
+            r.add_argument(opt.flag, dest=opt.dest, action="store_true", help=opt.help)
+        else:
+            r.add_argument(opt.flag, dest=opt.dest, metavar=_metavar(opt), help=opt.help)
     g = r.add_mutually_exclusive_group()
     g.add_argument("--accuracy-only", action="store_true", help="skip the perf sweep")
     g.add_argument("--perf-only", action="store_true", help="skip the accuracy gates")
-    p = sub.add_parser("report", help="merge rows not yet in results.json, re-render REPORT.md")
-    p.add_argument("dir", nargs="?", default="reports")
+    p = sub.add_parser("report", help="merge rows not yet in results.json, re-render REPORT.md; gather several "
+                       "hosts' report folders into one with --out")
+    p.add_argument("dirs", nargs="*", default=["reports"], metavar="DIR",
+                   help="report folder(s) (default: reports); several need --out")
+    p.add_argument("--out", help="gather the rows of every DIR into this report folder, and render it there")
     p.add_argument("--history", help="history database: adds trends and change points to the report")
     c = sub.add_parser("compare", help="compare a run with a baseline")
     c.add_argument("baseline")
@@ -178,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="accuracy regression if a budgeted statistic's error grows more (x1.5)")
     c.add_argument("--allow-missing", action="store_true",
                    help="cases of the baseline absent (or skipped) in the candidate do not fail the comparison")
+    c.add_argument("--across-devices", action="store_true",
+                   help="pair each case whatever device it ran on (default: like with like, the same GPU model or CPU)")
     h = sub.add_parser("history", help="the nightly history: runs, a case's series, change points")
     h.add_argument("--db", default="reports/history.sqlite", help="history database (reports/history.sqlite)")
     h.add_argument("--last", type=int, default=60, help="runs to look back (60)")

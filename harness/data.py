@@ -6,14 +6,22 @@ so a fixed and a dynamic profile with the same per-sample shape see the very sam
 
 When a model has real samples, the last ``calibration.size`` of them are reserved for calibration and
 the evaluation set is drawn from the rest: a quantized model is never scored on the data it was
-calibrated on.
+calibrated on. Labels for outputs (``labels`` in the registry) come from the same file, sliced alike.
+
+A shared input (no batch axis) has one value per batch: the registry's ``value``, one value stored in the
+samples file, or one generated value (independent of the sample index, so that every batch size sees the
+same); real samples that hold one value per sample must agree within a batch.
 """
+
 
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +38,32 @@ class Batch:
     index: int  # index of the batch's first sample in the set
     count: int  # real samples in the batch (the rest, if any, is padding for a fixed batch size)
     feeds: dict[str, np.ndarray]
+
+
+def read_npz(path: Path, names: list[str]) -> tuple[dict[str, np.ndarray], set[str]]:
+    """The arrays ``names`` of a samples ``.npz`` (those it has) and every array name in it; HarnessError naming
+    the file (and the array) when it is not a readable ``.npz`` of plain numeric arrays."""
+    # np.load takes any file that is not a zip (or .npy) for a pickle, and refuses it as "pickled data"
+    if not zipfile.is_zipfile(path):
+        raise HarnessError(f"{path} is not a .npz file (not a zip archive); write the samples with numpy.savez, "
+                           "one array per input")
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            keys = set(data.files)
+            for name in names:
+                if name not in keys:
+                    continue
+                try:
+                    arrays[name] = data[name]
+                except ValueError as exc:
+                    if "allow_pickle" not in str(exc):
+                        raise
+                    raise HarnessError(f"{path}: array {name!r} holds Python objects (a pickle), which the harness "
+                                       "never loads; store plain numeric arrays, one per input") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise HarnessError(f"{path} cannot be read as a .npz file: {exc}") from None
+    return arrays, keys
 
 
 def per_sample_shape(spec: InputSpec, shape: Shape) -> Shape:
@@ -99,11 +133,19 @@ class SampleSet:
         real = spec.samples is not None and source in ("auto", "real")
         self.real = real
         self._arrays: dict[str, np.ndarray] | None = None
+        self.sample_shapes: dict[str, Shape] = {}
         if real:
             assert spec.samples is not None
-            with np.load(spec.samples.path, allow_pickle=False) as data:
-                arrays = {k: _from_storage(data[k], spec.inputs[k]) for k in spec.inputs}
-            total = next(iter(arrays.values())).shape[0]
+            label_names = {out: cfg.labels for out, cfg in spec.outputs.items() if cfg.labels}
+            stored, _ = read_npz(spec.samples.path, list(spec.inputs) + list(label_names.values()))
+            arrays = {k: _from_storage(stored[k], spec.inputs[k]) for k in spec.inputs
+                      if spec.inputs[k].value is None and k in stored}
+            labels = {out: stored[key] for out, key in label_names.items()}
+            # a shared input stored as one value (no samples axis) is the same for every sample
+            self._constants = {k: arrays.pop(k) for k in list(arrays) if spec.inputs[k].shared and
+                               arrays[k].ndim == len(spec.inputs[k].dims)}
+            counted = arrays or labels
+            total = next(iter(counted.values())).shape[0] if counted else spec.eval_size + spec.calibration_size
             reserve = spec.calibration_size
             if total <= reserve:
                 raise HarnessError(
@@ -117,12 +159,21 @@ class SampleSet:
                 sl = slice(0, total - reserve)
                 want = size or spec.eval_size
             self._arrays = {k: v[sl][:want] for k, v in arrays.items()}
-            self.count = next(iter(self._arrays.values())).shape[0]
+            self._labels = {k: v[sl][:want] for k, v in labels.items()}
+            self.count = min(len(range(total)[sl]), want)
             self.sample_shapes = {k: v.shape[1:] for k, v in self._arrays.items()}
+            self.sample_shapes.update({k: v.shape for k, v in self._constants.items()})
         else:
+            self._constants, self._labels = {}, {}
             self.count = size or (spec.calibration_size if purpose == "calibration" else spec.eval_size)
-            self.sample_shapes = {k: per_sample_shape(s, profile.opt[k]) if k in profile.opt else
-                                  tuple(int(d) for d in s.dims) for k, s in spec.inputs.items()}
+        for k, s in spec.inputs.items():
+            if k not in self.sample_shapes:
+                self.sample_shapes[k] = per_sample_shape(s, profile.opt[k]) if k in profile.opt else \
+                    tuple(int(d) for d in s.dims)
+            if s.value is not None:  # the registry's value, filling the sample's shape when it is a number
+                filled = np.broadcast_to(s.value, self.sample_shapes[k]) if s.value.ndim == 0 else s.value
+                self._constants[k] = _contiguous(filled, dtype=s.dtype)
+                self.sample_shapes[k] = self._constants[k].shape
         self.stream = CALIB_STREAM if purpose == "calibration" else EVAL_STREAM
 
     def batch_shape(self, name: str, n: int) -> Shape:
@@ -149,27 +200,49 @@ class SampleSet:
             "inputs": {
                 k: [s.dtype.name, list(self.sample_shapes[k]), s.low, s.high, s.distribution, s.batch_axis,
                     s.sample_scale, s.sample_offset]
+                + ([hashlib.sha256(_contiguous(s.value).tobytes()).hexdigest()[:16]]
+                   if s.value is not None else [])
                 for k, s in sorted(self.spec.inputs.items())
             },
         }
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self._labels)
+
+    def labels(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Labels of samples [start, stop) per output that has them, samples on axis 0."""
+        return {k: np.asarray(v[start:stop]) for k, v in self._labels.items()}
 
     def samples(self, start: int, stop: int) -> dict[str, np.ndarray]:
         """Samples [start, stop) of every input, stacked along each input's batch axis."""
         out = {}
         for name, ispec in self.spec.inputs.items():
-            if self._arrays is not None:
+            if name in self._constants:
+                value = self._constants[name]
+                if ispec.shared:
+                    out[name] = _contiguous(value)
+                    continue
+                arr = np.broadcast_to(value, (stop - start, *value.shape))
+            elif self._arrays is not None:
                 arr = self._arrays[name][start:stop]
+            elif ispec.shared:  # one generated value for the whole set, whatever the batch size
+                out[name] = generate_sample(ispec, self.sample_shapes[name], self.spec.eval_seed, 0, self.stream)
+                continue
             else:
                 arr = np.stack([generate_sample(ispec, self.sample_shapes[name], self.spec.eval_seed, i, self.stream)
                                 for i in range(start, stop)])
-            if ispec.batch_axis is None:
-                if stop - start != 1:
-                    raise HarnessError(f"model {self.spec.name!r}: input {name!r} has no batch axis; "
-                                       "batches hold one sample")
+            if ispec.shared:
+                differ = [start + i for i in range(1, len(arr)) if not np.array_equal(arr[i], arr[0])]
+                if differ:
+                    raise HarnessError(
+                        f"model {self.spec.name!r}: input {name!r} has no batch axis (one value per batch), but the "
+                        f"samples hold different values for samples #{start} and #{differ[0]} of one batch; give it "
+                        "a batch axis in the registry (inputs.NAME.batch_axis) or use a profile of batch 1")
                 arr = arr[0]
-            elif ispec.batch_axis != 0:
+            elif ispec.batch_axis:
                 arr = np.moveaxis(arr, 0, ispec.batch_axis)
-            out[name] = np.ascontiguousarray(arr)
+            out[name] = _contiguous(arr)
         return out
 
     def batches(self, batch: int | None = None) -> Iterator[Batch]:
@@ -186,6 +259,11 @@ class SampleSet:
             if n < self.min_batch:
                 feeds = {k: _pad(v, self.spec.inputs[k].batch_axis, self.min_batch) for k, v in feeds.items()}
             yield Batch(start, n, feeds)
+
+
+def _contiguous(arr: np.ndarray, dtype: Any = None) -> np.ndarray:
+    # np.ascontiguousarray turns a scalar into shape (1,): a scalar input (a sample rate) must stay shape ()
+    return np.asarray(arr, dtype=dtype, order="C")
 
 
 def _pad(arr: np.ndarray, axis: int | None, to: int) -> np.ndarray:

@@ -13,12 +13,13 @@ class HarnessError(Exception):
 
 
 class RegistryError(HarnessError):
-    """A model registry entry is wrong. The message names the registry file, the model and the field."""
+    """A model registry entry is wrong. The message names the registry file, the model (or, with
+    ``kind="station"``, the station) and the field."""
 
-    def __init__(self, source: str, model: str | None, field: str | None, problem: str):
+    def __init__(self, source: str, model: str | None, field: str | None, problem: str, *, kind: str = "model"):
         where = source
         if model:
-            where += f": model {model!r}"
+            where += f": {kind} {model!r}"
         if field:
             where += f", field {field!r}"
         super().__init__(f"{where}: {problem}")

@@ -4,11 +4,13 @@ append this run to the history database, write REPORT.md, and summarize on the t
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from .environment import environment
 from .report import write_report
 from .results import merge_pending, row_files, run_cache_events, run_rows
+from .rows import AccuracyRow, Row
 from .session import HarnessSession
 
 
@@ -30,6 +32,28 @@ def format_cache_summary(s: dict[str, Any]) -> str:
             f"{s['entries']} entries used, {mb:.1f} MB; {s['build_seconds']:.1f} s building")
 
 
+def status_lines(rows: Sequence[Row], *, strict: bool = False) -> list[str]:
+    """What passed without saying anything about its precision: recipes that changed nothing, and cases that no
+    budget applies to (named, so that neither hides among the passes)."""
+    acc = [r for r in rows if isinstance(r, AccuracyRow)]
+    lines = []
+    noop = [r for r in acc if r.status == "no-op"]
+    if noop:
+        lines.append(f"no-op: {len(noop)} case(s) whose recipe converted or quantized nothing (no pass of that "
+                     "precision; skipped):")
+        reasons: dict[str, list[str]] = {}
+        for r in noop:
+            reasons.setdefault(f"{r.model}/{r.recipe}: {r.no_op or ''}", []).append(r.profile)
+        lines += [f"  {what} [{', '.join(profiles)}]" for what, profiles in reasons.items()]
+    unbudgeted = [r for r in acc if r.unbudgeted]
+    if unbudgeted:
+        cases = sorted({f"{r.model}/{r.recipe}" for r in unbudgeted})
+        verdict = "failed (--strict-budgets)" if strict else "passed with no budget; --strict-budgets fails them"
+        lines.append(f"unbudgeted: {len(unbudgeted)} case(s) {verdict}: {', '.join(cases[:8])}"
+                     + (", ..." if len(cases) > 8 else ""))
+    return lines
+
+
 def finish_run(hs: HarnessSession) -> list[str]:
     report_dir = hs.settings.report_dir
     lines: list[str] = []
@@ -38,6 +62,7 @@ def finish_run(hs: HarnessSession) -> list[str]:
         lines.append(format_cache_summary(cache_summary(events)))
     if not row_files(report_dir, hs.run_id):
         return lines
+    lines += status_lines(run_rows(report_dir, hs.run_id, problems=[]), strict=hs.settings.strict_budgets)
     outcome = merge_pending(report_dir, environment=environment())
     lines += [f"WARNING: {w}" for w in outcome.warnings]
     earlier = [r for r in outcome.merged_runs if r != hs.run_id]

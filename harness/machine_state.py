@@ -89,6 +89,9 @@ class GpuReader:
         self.nvml = nvml
         nvml.nvmlInit()
         self.handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        # every GPU of the host, for the utilisation of the others during the window (gpu_util_by_index)
+        count = _try(lambda: nvml.nvmlDeviceGetCount()) or 0
+        self.all = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
 
     def _clock(self, kind: str, default: int) -> Any:
         return getattr(self.nvml, kind, default)
@@ -106,6 +109,9 @@ class GpuReader:
             "util": _try(lambda: float(n.nvmlDeviceGetUtilizationRates(h).gpu)),
         }
         out["mem_used"] = _try(lambda: int(n.nvmlDeviceGetMemoryInfo(h).used))
+        if len(self.all) > 1:
+            out["util_by_index"] = [_try(lambda: float(n.nvmlDeviceGetUtilizationRates(g).gpu))  # noqa: B023
+                                    for g in self.all]
         return out
 
     def fixed(self) -> dict[str, Any]:

@@ -34,7 +34,9 @@ from typing import Any, NoReturn
 from .backends import Engine, Runner, RunnerOptions, get_backend
 from .breakdown import pass_length
 from .data import SampleSet, batch_size_of
+from .environment import this_gpu_index
 from .errors import HarnessError, ModeUnsupported
+from .hostlock import timing
 from .recipes import apply_recipe
 from .resources import ResourceMonitor
 from .rows import PerfRow
@@ -316,7 +318,8 @@ def measure_mode(engine: Engine, case: PerfCase, feeds: dict[str, Any], policy: 
             runners.append(engine.runner(options))
         for r in runners:
             r.prepare(feeds, resident=case.resident)
-        with monitor:
+        # timing() waits while another worker on this host builds (harness.hostlock; a no-op otherwise)
+        with timing(), monitor:
             m = mode.measure(runners, policy, batch=case.batch)
         return m, runners[0].describe()
     finally:
@@ -344,7 +347,7 @@ def check_perf(hs: HarnessSession, case: PerfCase, *, monitor: ResourceMonitor |
         policy={"warmup_s": ps.warmup, "min_duration_s": ps.duration, "min_iters": ps.min_iters,
                 "max_cv": ps.max_cv, "max_drift": ps.max_drift, "max_load": ps.max_load},
     )
-    mon = monitor or ResourceMonitor(gpu_index=0 if backend.on_gpu else None, max_load=ps.max_load)
+    mon = monitor or ResourceMonitor(gpu_index=this_gpu_index() if backend.on_gpu else None, max_load=ps.max_load)
     try:
         samples = SampleSet(spec, profile, size=case.batch)
         samples.check_profile(case.batch)

@@ -13,6 +13,8 @@ from typing import Any
 
 from tabulate import tabulate
 
+from .device_id import device_key
+from .device_report import labels, several
 from .results import by_model
 from .rows import AnyRow, PerfRow
 
@@ -20,7 +22,8 @@ MODE_ORDER = {"serial": 0, "multistream": 1, "threadpool": 2}
 KIND_ORDER = {"fp32": 0, "fp16": 1, "bf16": 2, "int8": 3}
 
 
-def _f(v: Any, digits: int = 3) -> str:
+def short(v: Any, digits: int = 3) -> str:
+    """A number in a table cell: 3 significant digits for floats, – for none."""
     if v is None:
         return "–"
     return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
@@ -55,42 +58,53 @@ def _state(r: PerfRow) -> str:
     return ", ".join(dict.fromkeys(words)) or ("ok" if r.state else "–")
 
 
-def perf_table(rows: list[PerfRow]) -> str:
+def _device(r: PerfRow, names: dict[str, str] | None) -> list[str]:
+    """The device column's cell, where rows of several devices share a table."""
+    return [names[device_key(r.device)]] if names else []
+
+
+def _threads(r: PerfRow) -> Any:
+    # serial on ort_cpu leaves the pool to ONNX Runtime: its default, a pinned thread per physical core
+    return r.threads_per_runner or ("default" if r.runner.get("physical_cores") else "–")
+
+
+def perf_table(rows: list[PerfRow], names: dict[str, str] | None = None) -> str:
+    """One model's perf rows; ``names`` (device key -> label) adds a device column (rows of several devices)."""
     table = []
     for r in sorted(rows, key=_order):
         res, lat = r.resources, r.latency_ms
         table.append([
-            r.backend, r.recipe, r.profile, _mode(r), r.batch, r.concurrency if r.mode != "serial" else 1,
-            r.threads_per_runner or ("default" if r.runner.get("physical_cores") else "–"), _rate(r.throughput), _f(lat.get("p50")), _f(lat.get("p99")),
-            _f(r.cv_robust, 2), _f(res.get("cpu_util"), 3), _f(res.get("gpu_util"), 3),
-            _f(round(res["gpu_mem_peak_mb"])) if res.get("gpu_mem_peak_mb") else "–",
-            _f(r.state.get("host_other_load_per_cpu"), 2), _stable(r), _state(r),
+            *_device(r, names), r.backend, r.recipe, r.profile, _mode(r), r.batch,
+            r.concurrency if r.mode != "serial" else 1, _threads(r), _rate(r.throughput), short(lat.get("p50")),
+            short(lat.get("p99")), short(r.cv_robust, 2), short(res.get("cpu_util"), 3), short(res.get("gpu_util"), 3),
+            short(round(res["gpu_mem_peak_mb"])) if res.get("gpu_mem_peak_mb") else "–",
+            short(r.state.get("host_other_load_per_cpu"), 2), _stable(r), _state(r),
         ])
-    return tabulate(table, headers=["backend", "recipe", "profile", "mode", "batch", "N", "threads", "samples/s",
-                                    "p50 ms", "p99 ms", "CV (robust)", "CPU %", "GPU util %", "GPU MB",
-                                    "other load / CPU", "stable", "machine"],
+    return tabulate(table, headers=[*(["device"] if names else []), "backend", "recipe", "profile", "mode", "batch",
+                                    "N", "threads", "samples/s", "p50 ms", "p99 ms", "CV (robust)", "CPU %",
+                                    "GPU util %", "GPU MB", "other load / CPU", "stable", "machine"],
                     tablefmt="github", disable_numparse=True)
 
 
-def breakdown_table(rows: list[PerfRow]) -> str:
+def breakdown_table(rows: list[PerfRow], names: dict[str, str] | None = None) -> str:
     """GPU rows: trtexec's breakdown (p50 per part) and the throughputs with and without transfers."""
     table = []
     for r in sorted((r for r in rows if r.breakdown_ms), key=_order):
         b = r.breakdown_ms or {}
         part = {k: (b.get(k) or {}).get("p50") for k in ("h2d", "compute", "d2h", "enqueue", "latency")}
-        table.append([r.backend, r.recipe, r.profile, _mode(r), r.batch, r.concurrency if r.mode != "serial" else 1,
+        table.append([*_device(r, names), r.backend, r.recipe, r.profile, _mode(r), r.batch, r.concurrency if r.mode != "serial" else 1,
                       _rate(r.throughput), _rate(r.throughput_compute), _rate(r.throughput_transfers),
-                      _f(part["h2d"]), _f(part["compute"]), _f(part["d2h"]), _f(part["latency"]),
-                      _f(part["enqueue"]), "yes" if r.transfers_included else "no"])
+                      short(part["h2d"]), short(part["compute"]), short(part["d2h"]), short(part["latency"]),
+                      short(part["enqueue"]), "yes" if r.transfers_included else "no"])
     if not table:
         return ""
-    return tabulate(table, headers=["backend", "recipe", "profile", "mode", "batch", "N", "samples/s",
-                                    "compute only", "with transfers", "H2D ms", "compute ms", "D2H ms",
+    return tabulate(table, headers=[*(["device"] if names else []), "backend", "recipe", "profile", "mode",
+                                    "batch", "N", "samples/s", "compute only", "with transfers", "H2D ms", "compute ms", "D2H ms",
                                     "latency ms", "enqueue ms", "copies timed"],
                     tablefmt="github", disable_numparse=True)
 
 
-def gpu_state_table(rows: list[PerfRow]) -> str:
+def gpu_state_table(rows: list[PerfRow], names: dict[str, str] | None = None) -> str:
     """GPU rows: clocks, power, temperature, clock event reasons and other processes during the run."""
     table = []
     for r in sorted((r for r in rows if "gpu_samples" in r.state), key=_order):
@@ -99,13 +113,14 @@ def gpu_state_table(rows: list[PerfRow]) -> str:
         others = st.get("gpu_other_processes") or []
         power = (f"{st['gpu_power_w']:.0f}" if st.get("gpu_power_w") is not None else "–") + \
             (f" / {st['gpu_power_limit_w']:.0f}" if st.get("gpu_power_limit_w") else "")
-        table.append([r.backend, r.recipe, _mode(r), r.batch, r.concurrency if r.mode != "serial" else 1,
-                      f"{_f(st.get('gpu_sm_mhz'), 4)} (min {_f(st.get('gpu_sm_mhz_min'), 4)})",
-                      _f(st.get("gpu_mem_mhz"), 4), power, _f(st.get("gpu_temp_c_max"), 3), reasons,
+        table.append([*_device(r, names), r.backend, r.recipe, _mode(r), r.batch,
+                      r.concurrency if r.mode != "serial" else 1, f"{short(st.get('gpu_sm_mhz'), 4)} (min {short(st.get('gpu_sm_mhz_min'), 4)})",
+                      short(st.get("gpu_mem_mhz"), 4), power, short(st.get("gpu_temp_c_max"), 3), reasons,
                       len(others), _state(r)])
     if not table:
         return ""
-    return tabulate(table, headers=["backend", "recipe", "mode", "batch", "N", "SM MHz", "memory MHz",
+    return tabulate(table, headers=[*(["device"] if names else []), "backend", "recipe", "mode", "batch", "N",
+                                    "SM MHz", "memory MHz",
                                     "power W / limit", "max °C", "clock event reasons (share of samples)",
                                     "other GPU processes", "machine"], tablefmt="github", disable_numparse=True)
 
@@ -128,13 +143,15 @@ def _left_out(rs: list[PerfRow]) -> str:
     return ", ".join(f"{n} {why}" for why, n in counts.items())
 
 
-def best_table(rows: list[PerfRow]) -> tuple[str, list[str]]:
-    """Per model, backend and recipe: serial batch 1, the best configuration, and the speed-up; only quotable
-    rows (stable, machine not flagged) compete, and a group without one says so."""
+def best_table(rows: list[PerfRow], names: dict[str, str] | None = None) -> tuple[str, list[str]]:
+    """Per model, backend and recipe (and device, with ``names``): serial batch 1, the best configuration, and
+    the speed-up; only quotable rows (stable, machine not flagged) compete, and a group without one says so."""
     groups: dict[tuple[str, str, str], list[PerfRow]] = defaultdict(list)
     for r in rows:
         if r.throughput:
-            groups[(r.model, r.backend, r.recipe)].append(r)
+            # on several devices each is its own group: a device's best against its own serial batch 1
+            backend = r.backend + (f" @ {names[device_key(r.device)]}" if names else "")
+            groups[(r.model, backend, r.recipe)].append(r)
     table, notes = [], []
 
     def group_order(kv: tuple[tuple[str, str, str], list[PerfRow]]) -> tuple[Any, ...]:
@@ -165,7 +182,7 @@ def best_table(rows: list[PerfRow]) -> tuple[str, list[str]]:
                     notes.append(
                         f"{model} / {backend} / {recipe}: at batch 1, {top.mode} n{top.concurrency} gives "
                         f"{_rate(top.throughput)} samples/s against serial's {_rate(base.throughput)} "
-                        f"({ratio:.2f}x): serial p50 is {_f(base.latency_ms.get('p50'))} ms, so per-request "
+                        f"({ratio:.2f}x): serial p50 is {short(base.latency_ms.get('p50'))} ms, so per-request "
                         "overhead, not compute, bounds it")
     text = tabulate(table, headers=["model", "backend", "recipe", "serial b1 samples/s", "best configuration",
                                     "samples/s", "speed-up", "left out"], tablefmt="github", disable_numparse=True)
@@ -186,8 +203,8 @@ def graph_table(rows: list[PerfRow]) -> str:
         mode = r.mode + (f" n{r.concurrency}" if r.mode != "serial" else "")
         gpu = (r.gpu_ms or {}).get("p50"), (base.gpu_ms or {}).get("p50")
         table.append([r.model, r.backend, r.recipe, r.profile, mode, r.batch, _rate(base.throughput),
-                      _rate(r.throughput), f"{_rate_of(r) / _rate_of(base):.2f}x", _f(base.latency_ms.get("p50")),
-                      _f(r.latency_ms.get("p50")), _f(gpu[1]), _f(gpu[0])])
+                      _rate(r.throughput), f"{_rate_of(r) / _rate_of(base):.2f}x", short(base.latency_ms.get("p50")),
+                      short(r.latency_ms.get("p50")), short(gpu[1]), short(gpu[0])])
     if not table:
         return ""
     return tabulate(table, headers=["model", "backend", "recipe", "profile", "mode", "batch", "samples/s",
@@ -206,22 +223,23 @@ def perf_sections(rows: list[AnyRow]) -> list[list[str]]:
            "iteration; *+graph*: CUDA graphs; *+block*: the host sleeps on a blocking-sync event instead of "
            "spinning. A run is unstable when its robust latency CV (1.4826 x MAD / median, the one shown) or its "
            "windowed throughput drift exceeds the bound; *drift unchecked*: too few iterations for the drift check "
-           "(a slow model stopped by the minimum-iteration rule). *Other load / core*: other processes' runnable "
+           "(a slow model stopped by the minimum-iteration rule). *Other load / CPU*: other processes' runnable "
            "threads per CPU during the run; *machine*: **throttled** (GPU clock event reasons: power cap, thermal, "
            "hardware slowdown) or **host overloaded** (other load per CPU above `--perf-max-load`) rows are "
            "not quotable.", ""]
+    names = labels(perf) if several(perf) else None
     for model, rs in by_model(perf).items():
-        out += [f"### {model}", "", perf_table(rs), ""]
-        breakdown = breakdown_table(rs)
+        out += [f"### {model}", "", perf_table(rs, names), ""]
+        breakdown = breakdown_table(rs, names)
         if breakdown:
             out += ["trtexec's breakdown (p50 per request, one at a time, in a pass after the window, copies always "
                     "timed): *compute only* = batch / compute time, *with transfers* = batch / (H2D + compute + "
                     "D2H); *enqueue*: host time to queue the compute; *copies timed*: whether the row's own "
                     "samples/s includes them.", "", breakdown, ""]
-        state = gpu_state_table(rs)
+        state = gpu_state_table(rs, names)
         if state:
             out += ["The GPU during the run (NVML, sampled every 0.1 s):", "", state, ""]
-    text, notes = best_table(perf)
+    text, notes = best_table(perf, names)
     out += ["## Which configuration wins", "",
             "Per model, backend and recipe: the fastest quotable configuration (stable, machine not flagged), "
             "against serial batch 1; *left out*: rows that could not compete.", "", text, ""]

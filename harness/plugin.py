@@ -1,219 +1,204 @@
-"""The pytest plugin: every hook lives here; the logic lives in plain classes behind it.
+"""The pytest plugin: every hook lives here, each a few lines; the logic lives in plain modules behind it.
 
 Registered through the ``pytest11`` entry point ``harness.plugin`` (and by the root ``conftest.py`` when
 the package is used from a checkout without being installed; the shared name keeps it from loading twice).
 
-* options: ``--models``, ``--backends``, ``--recipes``, ``--profiles``, ``--report-dir``, ``--eval-size``,
-  ``--engine-cache``, ``--rebuild-engines``, ``--baseline``, ``--history`` and the ``--perf-*`` sweep, each
-  settable in ``[tool.pytest.ini_options]`` as ``harness_<name>``;
-* markers ``accuracy``, ``perf``, ``gpu``, ``tensorrt``, added to generated cases, which are skipped with
-  the reason when their backend, device or model is missing;
+* options (:mod:`harness.options`): ``--registry``, ``--models``, ``--backends``, ``--stations``... each settable in the ini
+  file as ``harness_<name>``; paths resolve where they were written, whatever rootdir pytest guessed
+  (:mod:`harness.pytest_setup` roots the run right when ``--report-dir /tmp/x`` misled pytest);
+* collection (:mod:`harness.collect`): the configured registry TOML is collected as a test file whose tests
+  are the gates; suites that take the ``accuracy_case`` / ``perf_case`` / ``build_case`` fixtures get the same
+  cases; perf and build cases run when ``-m`` names them;
+* checks at session start (:mod:`harness.preflight`): a bad registry or a selection that selects nothing is a
+  usage error (exit 4) with one line, before anything is collected;
+* past one process and one host (:mod:`harness.scaleout`): ``--gpus`` starts one pytest-xdist worker per GPU
+  (``-n auto`` counts GPUs) pinned before CUDA starts, and lets perf cases run on them; ``--shard I/N``
+  keeps this host's part of the tests;
+* markers ``accuracy``, ``perf``, ``build``, ``gpu``, ``tensorrt``, added to generated cases, which are skipped
+  with the reason when their backend, device or model is missing;
 * rows: each process writes its own JSONL; the controller merges them into ``results.json`` and
   ``REPORT.md`` at the end (and appends them to the ``--history`` database) and prints the engine cache's
   counts; each test's status and key numbers become its JUnit XML properties (``record_property``).
+
+Without a registry (none in the ini file or on the command line) the plugin stays out of the way: it adds
+its options and markers and nothing else, so installing the package changes no other project's test runs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-from .backends.ort_setup import OrtSetup
-from .cache import default_root
 from .errors import HarnessError, ModeUnsupported
-from .rows import AccuracyRow, BuildRow, PerfRow, junit_properties
-from .session import AccuracyCase, HarnessSession, PerfSettings, Settings, new_run_id
+from .options import OPTIONS, Option, Raw
 
-SESSION_KEY = pytest.StashKey[HarnessSession]()
-SUMMARY_KEY = pytest.StashKey[list[str]]()
-GENERATED_KEY = pytest.StashKey[bool]()
+if TYPE_CHECKING:
+    from .rows import AccuracyRow, BuildRow, PerfRow, StationRow
+    from .session import AccuracyCase, HarnessSession
+
 R = TypeVar("R")
 
-# (dest, help, kind, default); kind: str | path | list | int | float | flag | boollist | intlist
-_OPTIONS: list[tuple[str, str, str, Any]] = [
-    ("registry", "model registry TOML (default fixtures/models.toml)", "path", "fixtures/models.toml"),
-    ("models", "comma-separated models to test (default: all in the registry)", "list", None),
-    ("backends", "comma-separated backends: ort_cpu, ort_cuda, tensorrt, tensorrt_rtx, or auto (default: every "
-     "backend this machine can run; named ones that cannot run here skip with the reason)", "list", "auto"),
-    ("recipes", "comma-separated recipes for every selected model (default: each model's list in the registry)",
-     "list", None),
-    ("profiles", "comma-separated shape profiles (default: all of each model's)", "list", None),
-    ("report_dir", "where results.json and REPORT.md go (default reports)", "path", "reports"),
-    ("eval_size", "evaluation-set size, overriding the registry's per-model size", "int", None),
-    ("engine_cache", "engine cache folder (default $HARNESS_CACHE_DIR or .cache/harness)", "path", None),
-    ("rebuild_engines", "rebuild every cache entry this run uses, once", "flag", False),
-    ("baseline", "results.json to compare this run against in REPORT.md", "path", None),
-    ("history", "SQLite database to append this run's rows to (nightly trends and change points)", "path", None),
-    ("reference_device", "where the FP32 reference is computed: cpu (default) or gpu (ORT CUDA, TF32 off)", "str",
-     "cpu"),
-    ("trt_options", "TensorRT builder options, e.g. opt_level=5,workspace_mb=4096,max_aux_streams=2,tf32=yes,"
-     "compute_capabilities=SM86+SM89 (TensorRT-RTX)", "options", None),
-    ("ort_setup", "ONNX Runtime session setup over each ORT backend's default, e.g. engine=optimized,load=all,"
-     "conv_algo=HEURISTIC,nhwc=yes,arena=as_requested,stream=own (the conv_algo, nhwc, arena and stream keys: "
-     "ort_cuda only)", "options", None),
-    ("perf_modes", "perf modes: serial, multistream, threadpool", "list", "serial,multistream,threadpool"),
-    ("perf_batches", "perf batch sizes (default: 1 and each profile's opt batch)", "intlist", None),
-    ("perf_concurrency", "requests in flight / threads for multistream and threadpool", "intlist", "2"),
-    ("perf_duration", "seconds each perf measurement lasts at least", "float", "0.5"),
-    ("perf_warmup", "seconds of warm-up before each perf measurement", "float", "0.2"),
-    ("perf_min_iters", "iterations each perf measurement has at least", "int", "20"),
-    ("perf_max_cv", "robust latency CV above which a perf run is marked unstable", "float", "0.25"),
-    ("perf_max_drift", "windowed throughput drift above which a perf run is marked unstable", "float", "0.2"),
-    ("perf_max_load", "other processes' runnable threads per CPU above which the host is overloaded and a perf "
-     "row is flagged", "float", "1.0"),
-    ("perf_sync", "GPU: how the host waits for the device: spin (CUDA's default), block (blocking-sync event), or "
-     "spin,block", "list", "spin"),
-    ("perf_resident", "inputs resident on the device: yes, no, or yes,no", "boollist", "yes"),
-    ("perf_cuda_graph", "CUDA graphs: no, yes, or no,yes", "boollist", "no"),
-    ("perf_recipes", "recipes to time (default: the accuracy recipes)", "list", None),
-    ("perf_profiles", "profiles to time (default: all)", "list", None),
-]
+SESSION_KEY = pytest.StashKey[Any]()  # this process's HarnessSession, or None without a registry
+SUMMARY_KEY = pytest.StashKey[list[str]]()
+GENERATED_KEY = pytest.StashKey[bool]()
+SETUP_KEY = pytest.StashKey[str]()  # what harness.pytest_setup corrected, for the header
+
+MARKERS = (
+    ("accuracy", "accuracy gate against the ONNX Runtime FP32 reference"),
+    ("perf", "throughput / latency measurement (runs with -m perf; never two at once on one device)"),
+    ("gpu", "needs a CUDA GPU (skipped with the reason when there is none)"),
+    ("tensorrt", "needs TensorRT or TensorRT-RTX (skipped with the reason when missing)"),
+    ("build", "builds and caches an engine, runs nothing (runs with -m build; TensorRT-RTX builds without a GPU)"),
+    ("harness_no_cases", "(internal) a generated test with no cases, deselected"),
+)
+_NO_CASES = pytest.mark.harness_no_cases
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("harness", "inference engine harness")
-    for dest, help_text, kind, _default in _OPTIONS:
-        flag = "--" + dest.replace("_", "-")
-        if kind == "flag":
-            group.addoption(flag, action="store_true", default=None, dest=f"harness_{dest}", help=help_text)
-            parser.addini(f"harness_{dest}", help_text, type="bool", default=False)
+    for opt in OPTIONS:
+        if opt.kind == "flag":
+            group.addoption(opt.flag, action="store_true", default=None, dest=opt.ini, help=opt.help)
+            parser.addini(opt.ini, opt.help, type="bool", default=False)
         else:
-            group.addoption(flag, action="store", default=None, dest=f"harness_{dest}", help=help_text)
-            parser.addini(f"harness_{dest}", help_text, default=None)
+            group.addoption(opt.flag, action="store", default=None, dest=opt.ini, help=opt.help)
+            parser.addini(opt.ini, opt.help, default=None)
+    group.addoption("--gates-only", action="store_true", default=False, dest="harness_gates_only",
+                    help="collect only the registry's gates, not the test files under the collected paths")
 
 
-def _raw(config: pytest.Config, dest: str) -> Any:
-    value = config.getoption(f"harness_{dest}")
-    if value is None:
-        value = config.getini(f"harness_{dest}")
-    return value
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    from .pytest_setup import correct_setup
+
+    note = correct_setup(early_config, args)
+    if note:
+        early_config.stash[SETUP_KEY] = note
 
 
-def _value(config: pytest.Config, dest: str, kind: str, default: Any) -> Any:
-    raw = _raw(config, dest)
-    if raw in (None, "", []):
-        raw = default
-    if raw is None:
-        return None
-    flag = "--" + dest.replace("_", "-")
-    try:
-        if kind == "flag":
-            return bool(raw)
-        if kind == "path":
-            p = Path(os.path.expanduser(str(raw)))
-            return p if p.is_absolute() else (config.rootpath / p)
-        if kind == "list":
-            return [x.strip() for x in str(raw).split(",") if x.strip()]
-        if kind == "intlist":
-            return [int(x) for x in str(raw).split(",") if x.strip()]
-        if kind == "boollist":
-            words = {"yes": True, "on": True, "true": True, "1": True, "no": False, "off": False, "false": False,
-                     "0": False}
-            return [words[x.strip().lower()] for x in str(raw).split(",") if x.strip()]
-        if kind == "int":
-            number = int(raw)
-            if number < 1:
-                raise ValueError
-            return number
-        if kind == "options":
-            return parse_options(str(raw))
-        if kind == "float":
-            real = float(raw)
-            if real < 0:
-                raise ValueError
-            return real
-    except (ValueError, KeyError):
-        raise pytest.UsageError(f"{flag} (or ini harness_{dest}): cannot use {raw!r}") from None
-    return raw
+def _lookup(config: pytest.Config) -> Callable[[Option], Raw | None]:
+    """An option's value from the command line (paths relative to the working directory) or the ini file
+    (relative to its folder)."""
+    cwd = config.invocation_params.dir
+    ini = config.inipath
+
+    def lookup(opt: Option) -> Raw | None:
+        value = config.getoption(opt.ini)
+        if value not in (None, ""):
+            return Raw(value, opt.flag, cwd)
+        value = config.getini(opt.ini)
+        if value in (None, "", [], False):
+            return None
+        where = ini.name if ini is not None else "the ini file"
+        return Raw(value, f"{opt.ini} in {where}", ini.parent if ini is not None else config.rootpath)
+
+    return lookup
 
 
-def parse_options(text: str) -> dict[str, Any]:
-    """``k=v,k2=v2``: integers, yes/no, and ``a+b`` lists."""
-    out: dict[str, Any] = {}
-    for item in filter(None, (x.strip() for x in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(item)
-        v: Any = value.strip()
-        if v.lower() in ("yes", "true", "on", "no", "false", "off"):
-            v = v.lower() in ("yes", "true", "on")
-        elif "+" in v:
-            v = [x for x in v.split("+") if x]
-        else:
-            try:
-                v = int(v)
-            except ValueError:
-                pass
-        out[key.strip()] = v
-    return out
+def settings_from_config(config: pytest.Config) -> Any:
+    """The run's Settings, or None when no registry is configured."""
+    from .options import read_options, settings_from
 
-
-def settings_from_config(config: pytest.Config) -> Settings:
-    v = {dest: _value(config, dest, kind, default) for dest, _h, kind, default in _OPTIONS}
-    bad_sync = [x for x in v["perf_sync"] if x not in ("spin", "block")]
-    if bad_sync:
-        raise pytest.UsageError(f"--perf-sync (or ini harness_perf_sync): {', '.join(bad_sync)} is not spin or block")
-    try:
-        OrtSetup().with_options(v["ort_setup"], where="--ort-setup (or ini harness_ort_setup)")
-    except HarnessError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    cache_dir = v["engine_cache"] or default_root(config.rootpath)
-    perf = PerfSettings(
-        modes=v["perf_modes"], batches=v["perf_batches"], concurrency=v["perf_concurrency"],
-        duration=v["perf_duration"], warmup=v["perf_warmup"], min_iters=v["perf_min_iters"],
-        max_cv=v["perf_max_cv"], max_drift=v["perf_max_drift"], max_load=v["perf_max_load"], sync=v["perf_sync"],
-        resident=v["perf_resident"], cuda_graph=v["perf_cuda_graph"], recipes=v["perf_recipes"],
-        profiles=v["perf_profiles"],
-    )
-    return Settings(registry=v["registry"], report_dir=v["report_dir"], cache_dir=cache_dir, models=v["models"],
-                    backends=v["backends"], recipes=v["recipes"], profiles=v["profiles"], eval_size=v["eval_size"],
-                    rebuild=v["rebuild_engines"], baseline=v["baseline"], history=v["history"],
-                    reference_device=v["reference_device"], trt_options=v["trt_options"] or {},
-                    ort_setup=v["ort_setup"] or {}, perf=perf)
+    values, sources = read_options(_lookup(config), root=config.rootpath, cwd=config.invocation_params.dir)
+    return settings_from(values, sources) if values["registry"] is not None else None
 
 
 def is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    from .scaleout import auto_workers
+
+    return auto_workers(config, _lookup(config))
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    for name, text in (
-        ("accuracy", "accuracy gate against the ONNX Runtime FP32 reference"),
-        ("perf", "throughput / latency measurement (never two at once on one device)"),
-        ("gpu", "needs a CUDA GPU (skipped with the reason when there is none)"),
-        ("tensorrt", "needs TensorRT or TensorRT-RTX (skipped with the reason when missing)"),
-        ("build", "builds and caches an engine, runs nothing (TensorRT-RTX builds without a GPU)"),
-    ):
+    for name, text in MARKERS:
         config.addinivalue_line("markers", f"{name}: {text}")
     try:
         settings = settings_from_config(config)
-        if is_worker(config):
-            wi = config.workerinput  # type: ignore[attr-defined]
-            hs = HarnessSession(settings, run_id=wi.get("harness_run_id"), worker=wi["workerid"])
-        else:
-            hs = HarnessSession(settings, run_id=new_run_id())
+        hs = None
+        if settings is not None:
+            from .session import HarnessSession, new_run_id
+
+            run_id = config.workerinput.get("harness_run_id") if is_worker(config) else new_run_id()  # type: ignore[attr-defined]
+            worker = config.workerinput["workerid"] if is_worker(config) else "main"  # type: ignore[attr-defined]
+            hs = HarnessSession(settings, run_id=run_id, worker=worker)
     except HarnessError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[SESSION_KEY] = hs
-    if config.pluginmanager.hasplugin("xdist"):
-        from .xdist_support import XdistHooks, refuse_perf_under_xdist
+    from .scaleout import configure
+
+    configure(config, _lookup(config), registry=hs is not None)  # GPUs and CPUs, before anything starts CUDA
+    if hs is not None and config.pluginmanager.hasplugin("xdist"):
+        from .xdist_support import XdistHooks
 
         config.pluginmanager.register(XdistHooks(hs, config, GENERATED_KEY), "harness-xdist")
-        refuse_perf_under_xdist(config)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    from .scaleout import header
+
+    hs = config.stash.get(SESSION_KEY, None)
+    lines = [f"harness: {config.stash[SETUP_KEY]}"] if SETUP_KEY in config.stash else []
+    if hs is not None:
+        s = hs.settings
+        lines.append(f"harness: registry {s.registry}, reports {s.report_dir}, engine cache {s.cache_dir}"
+                     + (f", baseline {s.baseline}" if s.baseline else ""))
+    return lines + header(config, hs.settings.cache_dir if hs is not None else None)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Check the registry and the selection before anything is collected (on the controller: workers are
+    started after it), and add the registry to the paths pytest collects (harness.collect)."""
+    config = session.config
+    hs = config.stash.get(SESSION_KEY, None)
+    if hs is None:
+        if config.getoption("harness_gates_only"):
+            from .session import NO_REGISTRY
+
+            raise pytest.UsageError(f"--gates-only: {NO_REGISTRY}")
+        return
+    from .collect import collection_args, selects
+    from .preflight import preflight
+
+    if not is_worker(config):
+        try:
+            preflight(hs, perf=selects(config, "perf"))
+        except HarnessError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    args = collection_args(config, hs.settings.registry, gates_only=config.getoption("harness_gates_only"))
+    if args is not None:
+        config.args[:] = args
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    hs = parent.config.stash.get(SESSION_KEY, None)
+    if hs is None or file_path.suffix != hs.settings.registry.suffix or file_path.resolve() != hs.settings.registry.resolve():
+        return None
+    from .collect import RegistryFile
+
+    collector: pytest.Collector = RegistryFile.from_parent(parent, path=file_path)
+    return collector
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    from .scaleout import unconfigure
+
     hs = config.stash.get(SESSION_KEY, None)
     if hs is not None:
         hs.close()
+    unconfigure(config)
 
 
-def _case_marks(hs: HarnessSession, model: str, backend: str, recipe: str | None, kind: str) -> list[Any]:
+def _case_marks(hs: HarnessSession, model: str, backend: str, recipe: str | None, kind: str,
+                config: pytest.Config, reason: str | None = None) -> list[Any]:
     from .backends import get_backend
 
     marks: list[Any] = [getattr(pytest.mark, kind)]
@@ -222,40 +207,82 @@ def _case_marks(hs: HarnessSession, model: str, backend: str, recipe: str | None
         marks.append(pytest.mark.gpu)
     if b.needs_tensorrt:
         marks.append(pytest.mark.tensorrt)
-    reason = hs.skip_reason(model, backend, recipe, build_only=kind == "build")
+    reason = reason or (hs.skip_reason(model, backend, recipe, build_only=kind == "build") if model else None)
+    if reason is None and kind == "perf" and not b.on_gpu:
+        from .xdist_support import cpu_perf_skip
+
+        reason = cpu_perf_skip(config)
     if reason:
         marks.append(pytest.mark.skip(reason=reason))
     return marks
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    wanted = {"accuracy_case", "build_case", "perf_case", "station_case"} & set(metafunc.fixturenames)
+    if not wanted:
+        return
     hs = metafunc.config.stash[SESSION_KEY]
-    if {"accuracy_case", "build_case", "perf_case"} & set(metafunc.fixturenames):
-        metafunc.config.stash[GENERATED_KEY] = True
+    if hs is None:
+        from .session import NO_REGISTRY
+
+        pytest.fail(f"{metafunc.function.__name__} takes {', '.join(sorted(wanted))}, but {NO_REGISTRY}", pytrace=False)
+    metafunc.config.stash[GENERATED_KEY] = True
     try:
-        if "accuracy_case" in metafunc.fixturenames:
-            params = [pytest.param(c, id=c.id, marks=_case_marks(hs, c.model, c.backend, c.recipe, "accuracy"))
+        if "accuracy_case" in wanted:
+            params = [pytest.param(c, id=c.id, marks=_case_marks(hs, c.model, c.backend, c.recipe, "accuracy", metafunc.config))
                       for c in hs.accuracy_cases()]
             metafunc.parametrize("accuracy_case", params)
-        if "build_case" in metafunc.fixturenames:
-            params = [pytest.param(c, id=c.id, marks=_case_marks(hs, c.model, c.backend, c.recipe, "build"))
+        if "build_case" in wanted:
+            params = [pytest.param(c, id=c.id, marks=_case_marks(hs, c.model, c.backend, c.recipe, "build", metafunc.config))
                       for c in hs.accuracy_cases(build_only=True)]
             metafunc.parametrize("build_case", params)
-        if "perf_case" in metafunc.fixturenames:
+        if "perf_case" in wanted:
             from .perf import perf_cases
 
-            params = [pytest.param(c, id=c.id, marks=_case_marks(hs, c.model, c.backend, c.recipe, "perf"))
+            params = [pytest.param(c, id=c.id, marks=_case_marks(hs, c.model, c.backend, c.recipe, "perf", metafunc.config))
                       for c in perf_cases(hs)]
             metafunc.parametrize("perf_case", params)
-    except HarnessError as exc:
-        raise pytest.UsageError(str(exc)) from None
+        if "station_case" in wanted:
+            from .stations.check import skip_reason, station_cases
+
+            params = [pytest.param(c, id=c.id, marks=_case_marks(hs, "", c.backend, None, "perf", metafunc.config,
+                                                               skip_reason(hs, c)))
+                      for c in station_cases(hs)]
+            # no station selected (none in the registry, or --models selects none): deselected, instead of
+            # pytest's "empty parameter set" skip in every perf run of a few models
+            metafunc.parametrize("station_case", params or [pytest.param(None, id="none", marks=_NO_CASES)])
+    except HarnessError as exc:  # checked at session start already; a worker can still meet it
+        pytest.fail(str(exc), pytrace=False)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    from .scaleout import shard_items
+
+    if config.stash.get(SESSION_KEY, None) is not None:
+        from .collect import split
+
+        keep, drop = split(items, config)
+        # a generated test with no cases (no station selected) is deselected, not skipped
+        drop += [item for item in keep if item.get_closest_marker(_NO_CASES.name) is not None]
+        keep = [item for item in keep if item.get_closest_marker(_NO_CASES.name) is None]
+        if drop:
+            items[:] = keep
+            config.hook.pytest_deselected(items=drop)
+    keep, drop = shard_items(config, items)  # after split: a shard of what runs
+    if drop:
+        items[:] = keep
+        config.hook.pytest_deselected(items=drop)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     if is_worker(config):
-        # tell the controller (which collects nothing itself under xdist) whether harness cases were generated
+        from .scaleout import SHARD_KEY
+
+        # tell the controller (which collects nothing itself under xdist) whether harness cases were generated,
+        # and what --shard kept
         config.workeroutput["harness_generated"] = bool(config.stash.get(GENERATED_KEY, False))  # type: ignore[attr-defined]
+        config.workeroutput["harness_shard"] = config.stash.get(SHARD_KEY, "")  # type: ignore[attr-defined]
         return
     hs = config.stash.get(SESSION_KEY, None)
     if hs is None:
@@ -269,8 +296,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    found: list[str] = config.stash.get(SUMMARY_KEY, [])
-    lines = list(found)
+    from .scaleout import SHARD_KEY
+
+    summary: list[str] = config.stash.get(SUMMARY_KEY, [])
+    lines = ([config.stash[SHARD_KEY]] if config.stash.get(SHARD_KEY, "") else []) + list(summary)
     hs = config.stash.get(SESSION_KEY, None)
     if hs is not None and _collects_harness_cases(config):
         try:
@@ -294,14 +323,20 @@ def _collects_harness_cases(config: pytest.Config) -> bool:
 @pytest.fixture(scope="session")
 def harness_session(request: pytest.FixtureRequest) -> HarnessSession:
     """This process's harness session: registry, recipes, engine cache, row writer."""
-    return request.config.stash[SESSION_KEY]
+    hs = request.config.stash[SESSION_KEY]
+    if hs is None:
+        from .session import NO_REGISTRY
+
+        pytest.fail(NO_REGISTRY, pytrace=False)
+    return hs
 
 
 @pytest.fixture
 def accuracy_check(harness_session: HarnessSession, record_property: Callable[[str, object], None]
                    ) -> Callable[..., AccuracyRow]:
     """Check one accuracy case: ``accuracy_check(case)`` or ``accuracy_check(model, backend, recipe, profile)``."""
-    from .checks import AccuracyGateFailure, case_expectation, check_accuracy
+    from .checks import AccuracyGateFailure, NoOpRecipe, case_expectation, check_accuracy
+    from .session import AccuracyCase
 
     def check(case: AccuracyCase | str, backend: str = "ort_cpu", recipe: str = "fp32",
               profile: str | None = None) -> AccuracyRow:
@@ -315,7 +350,8 @@ def accuracy_check(harness_session: HarnessSession, record_property: Callable[[s
             known = None
         narrowed: AccuracyCase = case  # what the lambda captures: a case, no longer a model name
         with _properties(harness_session, record_property):
-            return _outcome(lambda: check_accuracy(harness_session, narrowed), AccuracyGateFailure, known=known)
+            return _outcome(lambda: check_accuracy(harness_session, narrowed), AccuracyGateFailure, known=known,
+                            skips=(ModeUnsupported, NoOpRecipe))
 
     return check
 
@@ -342,17 +378,40 @@ def perf_check(harness_session: HarnessSession, record_property: Callable[[str, 
 
     def check(case: Any) -> PerfRow:
         __tracebackhide__ = True
-        with _properties(harness_session, record_property):
-            row = _outcome(lambda: check_perf(harness_session, case), AssertionError)
-        import warnings
-
-        if row.stable is False:
-            warnings.warn(PerfUnstable(f"{case.id}: unstable: {'; '.join(row.unstable_reasons)}"), stacklevel=2)
-        if row.state_flags:
-            warnings.warn(PerfDisturbed(f"{case.id}: not quotable: {'; '.join(row.state_flags)}"), stacklevel=2)
-        return row
+        return _timed(harness_session, record_property, lambda: check_perf(harness_session, case), case.id)
 
     return check
+
+
+@pytest.fixture
+def station_check(harness_session: HarnessSession, record_property: Callable[[str, object], None]
+                  ) -> Callable[[Any], StationRow]:
+    """Time one station case: ``station_check(case)``; an unstable run is recorded, and warned about."""
+    from .stations.check import check_station
+
+    def check(case: Any) -> StationRow:
+        __tracebackhide__ = True
+        return _timed(harness_session, record_property, lambda: check_station(harness_session, case), case.id)
+
+    return check
+
+
+T = TypeVar("T", "PerfRow", "StationRow")
+
+
+def _timed(hs: HarnessSession, record: Callable[[str, object], None], run: Callable[[], T], case_id: str) -> T:
+    """A timed case's outcome; an unstable measurement is kept (its row says so) and warned about."""
+    __tracebackhide__ = True
+    with _properties(hs, record):
+        row = _outcome(run, AssertionError)
+    import warnings
+
+    if row.stable is False:
+        warnings.warn(PerfUnstable(f"{case_id}: unstable: {'; '.join(row.unstable_reasons)}"), stacklevel=3)
+    flags = getattr(row, "state_flags", None)  # perf rows record the machine's state; station rows do not yet
+    if flags:
+        warnings.warn(PerfDisturbed(f"{case_id}: not quotable: {'; '.join(flags)}"), stacklevel=3)
+    return row
 
 
 @contextlib.contextmanager
@@ -363,6 +422,8 @@ def _properties(hs: HarnessSession, record: Callable[[str, object], None]) -> It
         yield
     finally:
         if hs.last_row is not None:
+            from .rows import junit_properties
+
             for name, value in junit_properties(hs.last_row):
                 record(name, value)
 
@@ -376,8 +437,10 @@ class PerfDisturbed(UserWarning):
     is flagged (``state_flags``) and never chosen as a winner."""
 
 
-def _outcome(run: Callable[[], R], failure: type[BaseException], known: str | None = None) -> R:
-    """Run a check; turn its failures into a clean pytest failure (the numbers, no traceback) or a skip.
+def _outcome(run: Callable[[], R], failure: type[BaseException], known: str | None = None,
+             skips: tuple[type[BaseException], ...] = (ModeUnsupported,)) -> R:
+    """Run a check; turn its failures into a clean pytest failure (the numbers, no traceback) or a skip (what
+    ``skips`` names: a mode the backend lacks, a recipe that changed nothing).
 
     ``known``: the registry says this case is a known failure (and why): its gate failure is an expected
     failure, and a pass is reported as a failure so that the registry gets updated.
@@ -393,7 +456,7 @@ def _outcome(run: Callable[[], R], failure: type[BaseException], known: str | No
         if known is not None:
             pytest.xfail(f"known failure: {known}\n{exc}")
         fail = str(exc)
-    except ModeUnsupported as exc:
+    except skips as exc:
         skip = str(exc)
     except HarnessError as exc:
         fail = f"{type(exc).__name__}: {exc}"

@@ -12,24 +12,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .budgets import Budget, OutputConfig
+from .budgets import Budget, default_budgets
 from .conditions import Condition, ConditionError, DeviceExpr
 from .errors import ProfileError, RegistryError
-from .profiles import Profile
+from .model_io import OnnxFacts, check_ir_version, check_onnx, only_keys, parse_inputs, parse_outputs
+from .profiles import Profile, Shape
+from .sample_file import check_samples
 from .spec import (
-    DISTRIBUTIONS,
-    DTYPES,
-    ONNX_DTYPES,
-    Dim,
-    InputSpec,
+    BUILTIN,
+    DEFAULT_RECIPES,
+    REGISTRY_DEFAULTS,
     ModelSpec,
     Registry,
     SampleSource,
     Scope,
     file_sha256,
 )
+from .stations.registry import parse_stations
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -45,14 +44,17 @@ def load_registry(path: str | Path) -> Registry:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise RegistryError(src, None, None, f"not valid TOML: {exc}") from None
-    _only_keys(data, {"defaults", "recipes", "models"}, src, None, "")
+    only_keys(data, {"defaults", "recipes", "models", "stations"}, src, None, "")
     defaults = data.get("defaults", {})
-    _only_keys(defaults, {"recipes", "perf_recipes", "budgets"}, src, None, "defaults")
-    default_budgets = _parse_budgets(defaults.get("budgets", {}), src, None, "defaults.budgets")
+    only_keys(defaults, {"recipes", "perf_recipes", "budgets"}, src, None, "defaults")
+    default_budgets_raw = _parse_budgets(defaults.get("budgets", {}), src, None, "defaults.budgets")
     recipes = data.get("recipes", {})
     if not isinstance(recipes, dict):
         raise RegistryError(src, None, "recipes", "must be a table of named recipes")
-    default_recipes = defaults.get("recipes", ["fp32"])
+    default_recipes = _recipe_names(defaults.get("recipes", list(DEFAULT_RECIPES)), src, None, "defaults.recipes")
+    if defaults.get("perf_recipes") is not None:
+        _recipe_names(defaults["perf_recipes"], src, None, "defaults.perf_recipes")
+    layers = [(BUILTIN, default_budgets()), (REGISTRY_DEFAULTS, default_budgets_raw)]
     models_raw = data.get("models", {})
     if not models_raw:
         raise RegistryError(src, None, "models", "the registry defines no models")
@@ -60,17 +62,20 @@ def load_registry(path: str | Path) -> Registry:
     for name, entry in models_raw.items():
         if not isinstance(entry, dict):
             raise RegistryError(src, name, None, "must be a table")
-        models[name] = _parse_model(name, entry, path.parent, src, default_budgets)
+        models[name] = _parse_model(name, entry, path.parent, src, layers)
     perf_recipes = defaults.get("perf_recipes")
-    return Registry(path, models, recipes, list(default_recipes), list(perf_recipes) if perf_recipes else None)
+    stations = parse_stations(data.get("stations", {}), models, src)
+    return Registry(path, models, recipes, list(default_recipes), list(perf_recipes) if perf_recipes else None,
+                    stations=stations, default_budgets=default_budgets_raw)
 
 
 _MODEL_KEYS = {"path", "package", "sha256", "reference", "description", "inputs", "outputs", "profiles",
                "budgets", "evaluation", "calibration", "recipes", "known_failures", "where"}
 
 
-def _parse_model(name: str, entry: dict, base: Path, src: str, default_budgets: dict[str, list[Budget]]) -> ModelSpec:
-    _only_keys(entry, _MODEL_KEYS, src, name, "")
+def _parse_model(name: str, entry: dict, base: Path, src: str,
+                 default_budgets: list[tuple[str, dict[str, list[Budget]]]]) -> ModelSpec:
+    only_keys(entry, _MODEL_KEYS, src, name, "")
     if "path" not in entry:
         raise RegistryError(src, name, "path", "missing: give the ONNX file's path (relative to the registry)")
     unavailable = None
@@ -99,15 +104,14 @@ def _parse_model(name: str, entry: dict, base: Path, src: str, default_budgets: 
         reference_path = reference_path.resolve()
         if not reference_path.is_file():
             raise RegistryError(src, name, "reference", f"reference ONNX file not found: {reference_path}")
-    budgets = dict(default_budgets)
-    budgets.update(_parse_budgets(entry.get("budgets", {}), src, name, "budgets"))
+    budgets = _parse_budgets(entry.get("budgets", {}), src, name, "budgets")
     known = _parse_known(entry.get("known_failures", {}), src, name, "known_failures")
     scopes = _parse_scopes(entry.get("where", []), src, name)
 
     evaluation = entry.get("evaluation", {})
-    _only_keys(evaluation, {"size", "seed", "samples"}, src, name, "evaluation")
+    only_keys(evaluation, {"size", "seed", "samples"}, src, name, "evaluation")
     calibration = entry.get("calibration", {})
-    _only_keys(calibration, {"size", "source"}, src, name, "calibration")
+    only_keys(calibration, {"size", "source"}, src, name, "calibration")
     eval_size = _positive_int(evaluation.get("size", 64), src, name, "evaluation.size")
     seed = evaluation.get("seed", 0)
     if not isinstance(seed, int):
@@ -138,149 +142,63 @@ def _parse_model(name: str, entry: dict, base: Path, src: str, default_budgets: 
         samples=samples,
         calibration_size=_positive_int(calibration.get("size", 32), src, name, "calibration.size"),
         calibration_source=cal_source,
-        recipes=entry.get("recipes"),
+        recipes=_recipe_names(entry["recipes"], src, name, "recipes") if "recipes" in entry else None,
         description=entry.get("description", ""),
         unavailable=unavailable,
         sha256=spec_sha,
         reference_path=reference_path,
         known_failures=known,
         scopes=scopes,
+        default_budgets=default_budgets,
     )
     if unavailable is not None:
         return spec
-    graph_inputs, graph_outputs = _onnx_io(model_path, src, name)
+    facts = OnnxFacts(model_path, src, name)
+    check_ir_version(facts, src, name)
+    check_onnx(facts, src, name)
     if reference_path is not None:
-        ref_in, ref_out = _onnx_io(reference_path, src, name)
-        if set(ref_in) != set(graph_inputs) or set(ref_out) != set(graph_outputs):
-            raise RegistryError(src, name, "reference", f"{reference_path.name} has inputs {sorted(ref_in)} and outputs "
-                                f"{sorted(ref_out)}; the model has {sorted(graph_inputs)} and {sorted(graph_outputs)}")
-    spec.inputs = _parse_inputs(entry.get("inputs", {}), graph_inputs, src, name)
-    spec.outputs, spec.output_batch_axes = _parse_outputs(entry.get("outputs", {}), graph_outputs, spec, src, name)
+        ref = OnnxFacts(reference_path, src, name, "reference")
+        check_ir_version(ref, src, name, "reference")
+        check_onnx(ref, src, name, "reference")
+        if set(ref.inputs) != set(facts.inputs) or set(ref.outputs) != set(facts.outputs):
+            raise RegistryError(src, name, "reference", f"{reference_path.name} has inputs {sorted(ref.inputs)} and "
+                                f"outputs {sorted(ref.outputs)}; the model has {sorted(facts.inputs)} and "
+                                f"{sorted(facts.outputs)}")
+    spec.inputs = parse_inputs(entry.get("inputs", {}), facts, src, name)
+    spec.outputs, spec.output_batch_axes, spec.explicit_output_axes = parse_outputs(
+        entry.get("outputs", {}), facts, spec, src, name)
+    spec.declared_outputs = {out: dims for out, (_, dims) in facts.outputs.items() if dims is not None}
+    _check_budget_outputs(budgets, dict(default_budgets)[REGISTRY_DEFAULTS], scopes, list(facts.outputs), src, name)
     spec.profiles = _parse_profiles(entry.get("profiles", {}), spec, src, name)
     if samples is not None:
-        _check_samples(samples, spec, src, name)
+        check_samples(samples, spec, facts, src, name)
+    elif any(cfg.labels for cfg in spec.outputs.values()):
+        out = next(o for o, cfg in spec.outputs.items() if cfg.labels)
+        raise RegistryError(src, name, f"outputs.{out}.labels", "labels come from the real samples: set "
+                            "evaluation.samples to a .npz holding them")
+    _check_budget_metrics(spec, src, name)
     return spec
 
 
-def _onnx_io(path: Path, src: str, name: str) -> tuple[dict[str, tuple[Any, tuple[Dim | None, ...]]], dict[str, tuple[Any, tuple[Dim | None, ...]]]]:
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises several types for a bad file
-        raise RegistryError(src, name, "path", f"{path} is not a readable ONNX model: {exc}") from None
-    inits = {i.name for i in model.graph.initializer}
-
-    def io(values: Any) -> dict[str, tuple[Any, tuple[Dim | None, ...]]]:
-        out = {}
-        for v in values:
-            if v.name in inits:
-                continue
-            tt = v.type.tensor_type
-            dims: list[Dim | None] = []
-            for d in tt.shape.dim:
-                if d.HasField("dim_value") and d.dim_value > 0:
-                    dims.append(int(d.dim_value))
-                elif d.HasField("dim_param"):
-                    dims.append(str(d.dim_param))
-                else:
-                    dims.append(None)
-            out[v.name] = (ONNX_DTYPES.get(tt.elem_type), tuple(dims))
-        return out
-
-    return io(model.graph.input), io(model.graph.output)
+def _check_budget_metrics(spec: ModelSpec, src: str, name: str) -> None:
+    """A model's budgets name metrics its outputs compute (class and task metrics are enabled per output)."""
+    tables = [("budgets", spec.budgets)] + [(f"where[{i}].budgets", s.budgets) for i, s in enumerate(spec.scopes)]
+    for fld, table in tables:
+        for recipe, budgets in table.items():
+            for b in budgets:
+                outputs = [b.output] if b.output else list(spec.outputs)
+                if not any(b.metric in spec.outputs[o].metric_names() for o in outputs if o in spec.outputs):
+                    where = f"output {b.output!r}" if b.output else "no output"
+                    raise RegistryError(src, name, f"{fld}.{recipe}", f"budget {b.label!r}: {where} computes "
+                                        f"{b.metric}; {_how_to_enable(b.metric)}")
 
 
-def _parse_inputs(raw: dict, graph_inputs: dict, src: str, name: str) -> dict[str, InputSpec]:
-    if not isinstance(raw, dict):
-        raise RegistryError(src, name, "inputs", "must be a table of inputs by name")
-    for inp in raw:
-        if inp not in graph_inputs:
-            raise RegistryError(src, name, f"inputs.{inp}", f"unknown input name; the model's inputs are "
-                                f"{', '.join(graph_inputs)}")
-    specs = {}
-    for inp, (onnx_dtype, model_dims) in graph_inputs.items():
-        entry = raw.get(inp, {})
-        fld = f"inputs.{inp}"
-        _only_keys(entry, {"dtype", "shape", "range", "distribution", "batch_axis", "sample_scale", "sample_offset"},
-                   src, name, fld)
-        dtype_name = entry.get("dtype")
-        if dtype_name is None:
-            if onnx_dtype is None or isinstance(onnx_dtype, str):
-                raise RegistryError(src, name, f"{fld}.dtype", "the model's input type is not supported; "
-                                    f"supported: {', '.join(DTYPES)}")
-            dtype = np.dtype(onnx_dtype)
-        else:
-            if dtype_name not in DTYPES:
-                raise RegistryError(src, name, f"{fld}.dtype", f"unknown dtype {dtype_name!r}; known: {', '.join(DTYPES)}")
-            dtype = np.dtype(DTYPES[dtype_name])
-            if onnx_dtype is not None and not isinstance(onnx_dtype, str) and np.dtype(onnx_dtype) != dtype:
-                raise RegistryError(src, name, f"{fld}.dtype", f"{dtype_name} does not match the model's "
-                                    f"{np.dtype(onnx_dtype).name}")
-        dims = _parse_dims(entry.get("shape"), model_dims, src, name, f"{fld}.shape")
-        rng = entry.get("range", [0, 1] if not np.issubdtype(dtype, np.integer) else [0, 100])
-        if (not isinstance(rng, list) or len(rng) != 2 or not all(isinstance(x, (int, float)) for x in rng)
-                or rng[0] > rng[1]):
-            raise RegistryError(src, name, f"{fld}.range", f"must be [low, high] with low <= high, got {rng!r}")
-        dist = entry.get("distribution", "uniform")
-        if dist not in DISTRIBUTIONS:
-            raise RegistryError(src, name, f"{fld}.distribution", f"must be one of {', '.join(DISTRIBUTIONS)}, got {dist!r}")
-        if dist == "zipf" and not np.issubdtype(dtype, np.integer):
-            raise RegistryError(src, name, f"{fld}.distribution", "zipf draws integer ids; the input is not integer")
-        if dist in ("normal", "smooth") and not np.issubdtype(dtype, np.floating):
-            raise RegistryError(src, name, f"{fld}.distribution", f"{dist} draws real values; the input is {dtype.name}")
-        batch_axis = entry.get("batch_axis", 0 if dims and isinstance(dims[0], str) else None)
-        if batch_axis is not None and not (isinstance(batch_axis, int) and 0 <= batch_axis < len(dims)):
-            raise RegistryError(src, name, f"{fld}.batch_axis", f"must be an axis of the {len(dims)}-d input, got {batch_axis!r}")
-        scale, offset = entry.get("sample_scale", 1.0), entry.get("sample_offset", 0.0)
-        for key, value in (("sample_scale", scale), ("sample_offset", offset)):
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise RegistryError(src, name, f"{fld}.{key}", f"must be a number, got {value!r}")
-        if (scale, offset) != (1.0, 0.0) and not np.issubdtype(dtype, np.floating):
-            raise RegistryError(src, name, f"{fld}.sample_scale", "scale/offset apply to real-valued inputs only")
-        specs[inp] = InputSpec(inp, dtype, dims, float(rng[0]), float(rng[1]), dist, batch_axis, float(scale),
-                               float(offset))
-    return specs
-
-
-def _parse_dims(raw: Any, model_dims: tuple, src: str, name: str, fld: str) -> tuple[Dim, ...]:
-    if raw is None:
-        if any(d is None for d in model_dims):
-            raise RegistryError(src, name, fld, "the model has an unnamed dynamic dimension; give the shape here "
-                                "with a name for it, e.g. [\"batch\", 3, 224, 224]")
-        return tuple(model_dims)
-    if not isinstance(raw, list) or not all(isinstance(d, (int, str)) for d in raw):
-        raise RegistryError(src, name, fld, f"must be a list of integers and dimension names, got {raw!r}")
-    if len(raw) != len(model_dims):
-        raise RegistryError(src, name, fld, f"has rank {len(raw)} but the model's input has rank {len(model_dims)} "
-                            f"({list(model_dims)})")
-    for given, model in zip(raw, model_dims):
-        if isinstance(model, int) and given != model:
-            raise RegistryError(src, name, fld, f"{raw!r} disagrees with the model's static shape {list(model_dims)}")
-    return tuple(raw)
-
-
-def _parse_outputs(raw: dict, graph_outputs: dict, spec: ModelSpec, src: str, name: str) -> tuple[dict, dict]:
-    for out in raw:
-        if out not in graph_outputs:
-            raise RegistryError(src, name, f"outputs.{out}", f"unknown output name; the model's outputs are "
-                                f"{', '.join(graph_outputs)}")
-    configs, batch_axes = {}, {}
-    batch_dim = spec.batch_dim
-    for out, (_, dims) in graph_outputs.items():
-        entry = raw.get(out, {})
-        _only_keys(entry, {"class_axis", "batch_axis"}, src, name, f"outputs.{out}")
-        cax = entry.get("class_axis")
-        if cax is not None and not (isinstance(cax, int) and -len(dims) <= cax < len(dims)):
-            raise RegistryError(src, name, f"outputs.{out}.class_axis", f"must be an axis of the {len(dims)}-d output")
-        if "batch_axis" in entry:
-            bax = entry["batch_axis"]
-        else:
-            # a dynamic first dimension (named or not: exporters often rename it on outputs) is the batch
-            bax = 0 if (batch_dim is not None and dims and not isinstance(dims[0], int)) else None
-        configs[out] = OutputConfig(class_axis=cax)
-        batch_axes[out] = bax
-    return configs, batch_axes
+def _how_to_enable(metric: str) -> str:
+    if metric in ("top1", "top5"):
+        return "set class_axis for the output"
+    if metric.startswith("label_"):
+        return "set labels (an array of the samples file) and the task metric it scores for the output"
+    return f"add {metric!r} to the output's metrics"
 
 
 def _parse_profiles(raw: dict, spec: ModelSpec, src: str, name: str) -> dict[str, Profile]:
@@ -292,7 +210,7 @@ def _parse_profiles(raw: dict, spec: ModelSpec, src: str, name: str) -> dict[str
         fld = f"profiles.{pname}"
         if not isinstance(entry, dict):
             raise RegistryError(src, name, fld, "must be a table with 'shapes' or 'min'/'opt'/'max'")
-        _only_keys(entry, {"shapes", "min", "opt", "max"}, src, name, fld)
+        only_keys(entry, {"shapes", "min", "opt", "max"}, src, name, fld)
         try:
             prof = Profile.from_strings(pname, source=f"{src}: model {name!r}", **entry)
         except ProfileError as exc:
@@ -301,6 +219,7 @@ def _parse_profiles(raw: dict, spec: ModelSpec, src: str, name: str) -> dict[str
             if inp not in spec.inputs:
                 raise RegistryError(src, name, fld, f"unknown input name {inp!r}; the model's inputs are "
                                     f"{', '.join(spec.inputs)}")
+        prof = _derive_shapes(prof, spec)
         for inp, ispec in spec.inputs.items():
             dynamic = any(isinstance(d, str) for d in ispec.dims)
             if inp not in prof.opt:
@@ -318,6 +237,25 @@ def _parse_profiles(raw: dict, spec: ModelSpec, src: str, name: str) -> dict[str
     return profiles
 
 
+def _derive_shapes(prof: Profile, spec: ModelSpec) -> Profile:
+    """Shapes for inputs a profile leaves out whose dynamic dimensions the other inputs name (a recurrent state
+    ``[2, batch, 128]`` follows the batch): the state's batch shape follows without being written."""
+    derived: dict[str, dict[str, Shape]] = {"min": dict(prof.min), "opt": dict(prof.opt), "max": dict(prof.max)}
+    for shapes in derived.values():
+        bound: dict[str, int] = {}
+        for inp, shape in shapes.items():
+            for d, size in zip(spec.inputs[inp].dims, shape):
+                if isinstance(d, str):
+                    bound.setdefault(d, size)
+        for inp, ispec in spec.inputs.items():
+            dynamic = [d for d in ispec.dims if isinstance(d, str)]
+            if inp not in shapes and dynamic and all(d in bound for d in dynamic):
+                shapes[inp] = tuple(bound[d] if isinstance(d, str) else int(d) for d in ispec.dims)
+    if derived["opt"].keys() == prof.opt.keys():
+        return prof
+    return Profile(prof.name, derived["min"], derived["opt"], derived["max"], fixed=prof.fixed, source=prof.source)
+
+
 def _check_named_dims_agree(prof: Profile, spec: ModelSpec, src: str, name: str, fld: str) -> None:
     """A dimension name shared by several inputs (e.g. 'batch') must get one value in a profile."""
     for which in ("min", "opt", "max"):
@@ -329,29 +267,6 @@ def _check_named_dims_agree(prof: Profile, spec: ModelSpec, src: str, name: str,
                         raise RegistryError(src, name, fld, f"dimension {d!r} is {seen[d][1]} for input "
                                             f"{seen[d][0]!r} but {s} for input {inp!r} in the {which} shapes")
                     seen[d] = (inp, s)
-
-
-def _check_samples(samples: SampleSource, spec: ModelSpec, src: str, name: str) -> None:
-    with np.load(samples.path, allow_pickle=False) as data:
-        keys = set(data.files)
-        missing = [i for i in spec.inputs if i not in keys]
-        if missing:
-            raise RegistryError(src, name, "evaluation.samples", f"{samples.path} has no array for input(s) "
-                                f"{', '.join(missing)} (it has {', '.join(sorted(keys))})")
-        counts = set()
-        for inp, ispec in spec.inputs.items():
-            arr = data[inp]
-            if not np.can_cast(arr.dtype, ispec.dtype, casting="safe"):
-                raise RegistryError(src, name, "evaluation.samples", f"{samples.path}: array {inp!r} has dtype "
-                                    f"{arr.dtype}, which does not convert safely to the input's {ispec.dtype}")
-            per_sample = [d for i, d in enumerate(ispec.dims) if i != ispec.batch_axis]
-            if arr.ndim != len(per_sample) + 1 or any(isinstance(d, int) and d != s for d, s in zip(per_sample, arr.shape[1:])):
-                raise RegistryError(src, name, "evaluation.samples", f"{samples.path}: array {inp!r} has shape "
-                                    f"{arr.shape}; expected (samples, {', '.join(map(str, per_sample))})")
-            counts.add(arr.shape[0])
-        if len(counts) != 1:
-            raise RegistryError(src, name, "evaluation.samples", f"{samples.path}: inputs have different sample "
-                                f"counts {sorted(counts)}")
 
 
 def _parse_budgets(raw: Any, src: str, model: str | None, fld: str) -> dict[str, list[Budget]]:
@@ -387,7 +302,7 @@ def _parse_scopes(raw: Any, src: str, model: str) -> list[Scope]:
     scopes = []
     for i, block in enumerate(raw):
         fld = f"where[{i}]"
-        _only_keys(block, {"backends", "device", "why", "budgets", "known_failures"}, src, model, fld)
+        only_keys(block, {"backends", "device", "why", "budgets", "known_failures"}, src, model, fld)
         backends = block.get("backends", [])
         if isinstance(backends, str):
             backends = [backends]
@@ -413,15 +328,24 @@ def _parse_scopes(raw: Any, src: str, model: str) -> list[Scope]:
     return scopes
 
 
-def _only_keys(entry: Any, allowed: set[str], src: str, model: str | None, fld: str) -> None:
-    if not isinstance(entry, dict):
-        raise RegistryError(src, model, fld or None, "must be a table")
-    unknown = sorted(set(entry) - allowed)
-    if unknown:
-        where = f"{fld}.{unknown[0]}" if fld else unknown[0]
-        raise RegistryError(src, model, where, f"unknown field; allowed here: {', '.join(sorted(allowed))}")
+def _recipe_names(raw: Any, src: str, model: str | None, fld: str) -> list[str]:
+    """A list of recipe names (whether each names a recipe is checked once the recipes are known: preflight)."""
+    if not isinstance(raw, list) or not all(isinstance(r, str) and r for r in raw):
+        raise RegistryError(src, model, fld, f"must be a list of recipe names, e.g. [\"fp32\", \"fp16\"], got {raw!r}")
+    return list(raw)
 
 
+def _check_budget_outputs(own: dict[str, list[Budget]], defaults: dict[str, list[Budget]], scopes: list[Scope],
+                          outputs: list[str], src: str, model: str) -> None:
+    """A budget that names an output ([OUTPUT]) must name one of the model's."""
+    tables = [(f"budgets.{r}", b) for r, b in own.items()]
+    tables += [(f"defaults.budgets.{r}", b) for r, b in defaults.items() if r not in own]
+    tables += [(f"where[{i}].budgets.{r}", b) for i, sc in enumerate(scopes) for r, b in sc.budgets.items()]
+    for fld, budgets in tables:
+        for b in budgets:
+            if b.output is not None and b.output not in outputs:
+                raise RegistryError(src, model, fld, f"budget {b.label!r} names output {b.output!r}; the model's "
+                                    f"outputs are {', '.join(outputs)}")
 def _positive_int(value: Any, src: str, model: str, fld: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise RegistryError(src, model, fld, f"must be a positive integer, got {value!r}")

@@ -2,9 +2,11 @@
 
 One accuracy table per model (backend, recipe, profile, samples, the error statistics, the budgets and the
 verdict, plus how the artifact was built), the failures with their worst samples, and the environment.
-The perf section is rendered by :mod:`harness.perf_report`, the comparison with a baseline by
-:mod:`harness.compare`, the trends over a history database by :mod:`harness.trends`. Everything reads
-typed rows (:mod:`harness.rows`).
+The perf section is rendered by :mod:`harness.perf_report`, the stations by :mod:`harness.stations.report`
+(which writes its plot beside the report), the comparison with a baseline by :mod:`harness.compare`, the
+trends over a history database by :mod:`harness.trends`, the same cases on several devices side by side by
+:mod:`harness.device_report` (the tables then get a *device* column). Everything reads typed rows
+(:mod:`harness.rows`).
 """
 
 from __future__ import annotations
@@ -17,12 +19,19 @@ from typing import Any
 from tabulate import tabulate
 
 from .accuracy import fmt
+from .device_id import device_key
+from .device_report import cross_device_section, labels, several
 from .results import RESULTS, Results, by_model, load_results, write_text_atomic
 from .rows import AccuracyRow, AnyRow, BuildRow
 
 REPORT = "REPORT.md"
 STATUS_MARK = {"pass": "pass", "fail": "**FAIL**", "error": "**ERROR**", "unbudgeted": "no budget",
-               "known failure": "fails (known)", "skipped": "skipped"}
+               "known failure": "fails (known)", "skipped": "skipped",
+               "no-op": "no-op (changed nothing)"}
+# task metrics shown in the accuracy table, with the statistic that shows where samples go wrong
+TASK_COLUMNS = (("iou", "p1"), ("dice", "p1"), ("abs_err", "p99"), ("abs_err_max", "max"), ("ctc_exact", "mean"),
+                ("label_top1", "mean"), ("label_iou", "mean"), ("label_dice", "mean"), ("label_abs_err", "mean"),
+                ("label_ctc_exact", "mean"))
 
 
 def _num(v: Any) -> str:
@@ -98,10 +107,22 @@ def recipe_summary(row: AccuracyRow) -> str:
     return "; ".join(parts) or "–"
 
 
+def task_summary(row: AccuracyRow) -> str:
+    """The task metrics of a row, e.g. ``iou p1 0.91; label_top1 mean 0.71 (fp32 0.72)``."""
+    parts = []
+    for metric, stat in TASK_COLUMNS:
+        key = f"{metric}.{stat}"
+        if key in row.metrics:
+            ref = f" (fp32 {_num(row.fp32_label_metrics[key])})" if key in row.fp32_label_metrics else ""
+            parts.append(f"{metric} {stat} {_num(row.metrics[key])}{ref}")
+    return "; ".join(parts) or "–"
+
+
 def accuracy_section(rows: list[AnyRow]) -> list[str]:
     acc = [r for r in rows if isinstance(r, AccuracyRow)]
     if not acc:
         return []
+    names = labels(rows) if several(rows) else {}
     out = ["## Accuracy against the ONNX Runtime FP32 reference", "",
            "Per sample: relative L2 error `‖y−r‖/‖r‖`; *share > 1 %* is the share of samples whose relative "
            "error exceeds 1 %; *cosine p1*: 99 % of samples have at least this cosine similarity; *top-1* is "
@@ -112,20 +133,24 @@ def accuracy_section(rows: list[AnyRow]) -> list[str]:
         out.append(f"### {model}")
         out.append("")
         table = []
+        tasks = any(task_summary(r) != "–" for r in arows)
         for r in arows:
             m = r.metrics
             table.append([
+                *([names[device_key(r.device)]] if names else []),
                 r.backend, r.recipe, r.profile, calibration_label(r), _num(r.samples),
                 _num(m.get("rel_l2.mean")), _num(m.get("rel_l2.p99")), _num(m.get("rel_l2.max")),
                 _pct(m.get("rel_l2.share_over_0.01")), _num(m.get("cosine.min")), _num(m.get("cosine.p1")),
                 _pct(m["top1.mean"]) if "top1.mean" in m else "–",
+                *([task_summary(r)] if tasks else []),
                 "; ".join(sorted({b.budget for b in r.budgets})) or "–",
                 STATUS_MARK.get(r.status, r.status),
             ])
-        out.append(tabulate(table, headers=["backend", "recipe", "profile", "calibration", "samples", "rel_l2 mean",
+        out.append(tabulate(table, headers=[*(["device"] if names else []), "backend", "recipe", "profile",
+                                            "calibration", "samples", "rel_l2 mean",
                                             "rel_l2 p99",
-                                            "rel_l2 max", "share > 1 %", "cosine min", "cosine p1", "top-1", "budgets",
-                                            "status"],
+                                            "rel_l2 max", "share > 1 %", "cosine min", "cosine p1", "top-1",
+                                            *(["task metrics"] if tasks else []), "budgets", "status"],
                             tablefmt="github", disable_numparse=True))
         out.append("")
         recipes = {r.recipe: r for r in arows if r.recipe_info}
@@ -189,7 +214,8 @@ def build_section(rows: list[AnyRow]) -> list[str]:
 
 def failures_section(rows: list[AnyRow]) -> list[str]:
     out: list[str] = []
-    for title, statuses in (("Failures", ("fail", "error")), ("Known failures", ("known failure",))):
+    for title, statuses in (("Failures", ("fail", "error")), ("Known failures", ("known failure",)),
+                            ("Recipes that changed nothing (no-op)", ("no-op",))):
         bad = [r for r in rows if r.status in statuses]
         if not bad:
             continue
@@ -221,7 +247,7 @@ def environment_section(env: dict[str, Any]) -> list[str]:
                                            disable_numparse=True), ""]
 
 
-def render(data: Results, *, extra_sections: Iterable[list[str]] = ()) -> str:
+def render(data: Results, *, extra_sections: Iterable[list[str]] = (), report_dir: Path | None = None) -> str:
     rows = data.rows
     counts: dict[str, int] = defaultdict(int)
     for r in rows:
@@ -236,8 +262,11 @@ def render(data: Results, *, extra_sections: Iterable[list[str]] = ()) -> str:
         "",
     ]
     from .perf_report import perf_sections
+    from .stations.report import station_section
 
-    parts = [head, accuracy_section(rows), int8_section(rows), *perf_sections(rows), build_section(rows),
+    parts = [head, cross_device_section(rows), accuracy_section(rows), int8_section(rows), *perf_sections(rows),
+             station_section(rows, report_dir),
+             build_section(rows),
              failures_section(rows),
              *extra_sections,
              environment_section(data.environment)]
@@ -259,5 +288,5 @@ def write_report(report_dir: Path, data: Results | None = None, *, extra_section
         sections.append(trend_section(history, data.rows, report_dir))
     sections.append(write_plots(report_dir, data.rows))
     path = report_dir / REPORT
-    write_text_atomic(path, render(data, extra_sections=sections))
+    write_text_atomic(path, render(data, extra_sections=sections, report_dir=report_dir))
     return path

@@ -2,9 +2,11 @@
 
 CPU utilisation is this process's CPU time over the window divided by wall time and by the cores it may
 use (100 % = every core busy); peak RSS is sampled. On a GPU machine NVML gives utilisation (mean of the
-samples) and device memory used (peak), for the GPU the backend runs on. The machine's state (clocks,
-power, temperature, throttle reasons, other GPU processes; host load and CPU frequency) and the flags that
-keep a row from being quoted come from :mod:`harness.machine_state`.
+samples) and device memory used (peak), for the GPU the backend runs on (``gpu_index``: NVML's numbering),
+and the mean utilisation of every GPU on the host over the same window (``gpu_util_by_index``), which shows
+whether the other GPUs were busy at the same time (one pytest-xdist worker per GPU: harness.devices). The
+machine's state (clocks, power, temperature, throttle reasons, other GPU processes; host load and CPU
+frequency) and the flags that keep a row from being quoted come from :mod:`harness.machine_state`.
 
 What the sampler costs the measurement: one wake-up per ``interval`` (0.1 s), a few NVML queries and small
 ``/proc`` reads, each of which releases the GIL while the kernel or the driver works; the CPU frequency
@@ -124,5 +126,12 @@ class ResourceMonitor:
             used = [s["mem_used"] for s in st.gpu_samples if s.get("mem_used") is not None]
             self.result["gpu_util"] = sum(util) / len(util) if util else None
             self.result["gpu_mem_peak_mb"] = max(used) / 2**20 if used else None
+            by_index: dict[int, list[float]] = {}
+            for s in st.gpu_samples:
+                for i, u in enumerate(s.get("util_by_index") or []):
+                    if u is not None:
+                        by_index.setdefault(i, []).append(u)
+            if len(by_index) > 1:
+                self.result["gpu_util_by_index"] = {str(i): sum(u) / len(u) for i, u in by_index.items()}
         self.state = st.summary(own_cores=busy / wall if wall > 0 else None)
         self.flags = st.flags(self.state)

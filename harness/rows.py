@@ -1,21 +1,29 @@
 """Result rows: one typed, versioned schema that the checks fill and every reader validates.
 
 A row is one test's outcome, one JSON object per line in ``rows/<run>/<worker>.jsonl`` and one element of
-``results.json``'s ``rows``. Three types, one dataclass each:
+``results.json``'s ``rows``. Four types, one dataclass each:
 
 ``accuracy``  :class:`AccuracyRow`  a case's error statistics against the FP32 reference, its budgets, verdict
 ``perf``      :class:`PerfRow`      a timed configuration: throughput, latency percentiles, a latency histogram
 ``build``     :class:`BuildRow`     an engine built (or found in the cache), nothing run
+``station``   :class:`StationRow`   a station (several models per frame) timed in one mode: cycle time per frame
 
-Every row carries its identity (model, backend, recipe, profile, and for perf the mode, batch, N...), its
+Every row carries its case (model, backend, recipe, profile, and for perf the mode, batch, N...), the
+``device`` it ran on (host, and the GPU's index, name and UUID or the CPU's model: :mod:`harness.device_id`), its
 ``status``, where it was made (``run_id``, ``worker``, ``time``) and the machine (``env``, see
-:data:`ENV_FIELDS`). On disk a row is flat JSON with ``"schema": SCHEMA_VERSION``.
+:data:`ENV_FIELDS`). A row's key is its case and its device, so that rows of one case from two GPUs or two
+hosts never replace each other (:meth:`Row.key`; :meth:`Row.case_key` leaves the device out). On disk a row
+is flat JSON with ``"schema": SCHEMA_VERSION``.
 
 Reading (:func:`parse_row`) is strict about what identifies a row and about the type of every declared
 field, and lenient about the rest: a key this version does not declare is kept in ``extra`` and written
 back unchanged, so rows from a newer harness (or fields added on another branch) survive a merge.
 Errors name the file and line. Versions: rows written before the schema existed have no ``schema`` key
-and are version 1; :func:`migrate` brings them to the current version.
+and are version 1; version 2 rows have no ``device``; version 3 perf rows have no ``sync`` (part of a perf
+row's case since version 4: a GPU row timed with the host sleeping on a blocking-sync event is another case
+than one timed spinning; no sync reads as spin, what every older row measured) and no machine state
+(``state``, ``state_flags``: an older row's machine is unknown, not flagged); :func:`migrate` brings them to
+the current version.
 
 Nested statistics stay mappings: ``metrics`` {"rel_l2.p99": ...}, ``latency_ms`` {"p50": ...}.
 """
@@ -32,7 +40,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-SCHEMA_VERSION = 2
+from .device_id import device_key, device_of
+
+SCHEMA_VERSION = 4
 log = logging.getLogger(__name__)
 
 # the machine's facts every row carries under "env" (flat; plus "pkg.<name>": version per package).
@@ -41,7 +51,13 @@ ENV_FIELDS: dict[str, type | tuple[type, ...]] = {
     "host": str, "os": str, "python": str, "cpu": str, "cores": int, "memory_gb": (int, float),
     "gpu": str, "gpu_cc": str, "driver": str, "cuda_driver": str, "gpu_count": int, "cuda_runtime": (str, int),
     "cudnn": str, "cpu_features": list, "cpu_int8_kernels": str,
+    # the GPU this process runs on (CUDA device 0 here: the first of CUDA_VISIBLE_DEVICES), as NVML numbers it
+    "gpu_index": int, "gpu_uuid": str,
+    # the CPUs this process may run on ("0-15,32-47"), and why, where the harness pinned them (harness.devices)
+    "cpu_affinity": str, "cpu_affinity_from": str,
 }
+# the backends that ran on a GPU when rows had no device field (schema < 3): frozen, it describes old rows
+_GPU_BACKENDS_BEFORE_V3 = ("ort_cuda", "tensorrt", "tensorrt_rtx")
 
 
 class RowError(ValueError):
@@ -69,13 +85,14 @@ class BudgetValue:
     statistic: str = ""
     op: str = ""
     bound: float | None = None
+    fp32: float | None = None  # an "of fp32" budget: the FP32 reference's own value (the bound is a fraction of it)
 
     @property
     def better(self) -> str | None:
         return "lower" if self.op.startswith("<") else "higher" if self.op.startswith(">") else None
 
 
-_LABEL = re.compile(r"^\s*(?P<stat>.*?\))\s*(?P<op><=|>=|<|>)\s*(?P<bound>[-+0-9.eE]+%?)\s*$")
+_LABEL = re.compile(r"^\s*(?P<stat>.*?\))\s*(?P<op><=|>=|<|>)\s*(?P<bound>[-+0-9.eE]+%?)\s*(?:of\s+fp32)?\s*$")
 
 
 def split_budget_label(label: str) -> tuple[str, str, float | None]:
@@ -93,8 +110,9 @@ def split_budget_label(label: str) -> tuple[str, str, float | None]:
 
 @dataclass(kw_only=True)
 class Row:
-    """What every row has. Subclasses add their type's fields; ``KEY`` names the fields that identify a case
-    (a newer row with the same key replaces an older one in results.json)."""
+    """What every row has. Subclasses add their type's fields; ``KEY`` names the fields that identify a case;
+    the row's key is the case and its ``device`` (a newer row with the same key replaces an older one in
+    results.json; the same case on another device is another row)."""
 
     TYPE: ClassVar[str] = ""
     KEY: ClassVar[tuple[str, ...]] = ("model", "backend", "recipe", "profile")
@@ -111,11 +129,17 @@ class Row:
     run_id: str = ""
     worker: str = ""
     time: str = ""
+    device: dict[str, Any] = field(default_factory=dict)  # where it ran: device_of(env, on_gpu)
     env: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not declare, kept as read
 
-    def key(self) -> tuple[str, ...]:
+    def case_key(self) -> tuple[str, ...]:
+        """The case, whatever device it ran on: type and the ``KEY`` fields."""
         return (self.TYPE, *(str(getattr(self, k)) for k in self.KEY))
+
+    def key(self) -> tuple[str, ...]:
+        """The case on its device: what identifies a row in results.json."""
+        return (*self.case_key(), device_key(self.device))
 
     @property
     def label(self) -> str:
@@ -180,6 +204,13 @@ class AccuracyRow(Row):
     kernel_error: dict[str, float | None] = field(default_factory=dict)
     kernel_dominated: bool | None = None
     notes: list[str] = field(default_factory=list)
+    # where the budgets came from: "built-in defaults", "registry defaults", "model", "where ..." or "none"
+    budget_source: str | None = None
+    unbudgeted: bool | None = None  # no budget applied (status "unbudgeted", or "fail" with --strict-budgets)
+    no_op: str | None = None  # why the recipe changed nothing (status "no-op")
+    # the outputs' batch axes and real shapes by batch size, from one run of the FP32 model (harness.layout)
+    output_layout: dict[str, Any] = field(default_factory=dict)
+    fp32_label_metrics: dict[str, float | None] = field(default_factory=dict)  # FP32's scores against labels
 
     def numbers(self) -> list[Number]:
         out: list[Number] = []
@@ -234,9 +265,9 @@ class PerfRow(Row):
     state: dict[str, Any] = field(default_factory=dict)  # the machine during the run (harness.machine_state)
     state_flags: list[str] = field(default_factory=list)  # why not to quote it: GPU throttled, host overloaded
 
-    def key(self) -> tuple[str, ...]:
-        # a row without a sync (the CPU's, or written before the field) is keyed as the default, spin
-        return (*super().key(), self.sync or "spin")
+    def case_key(self) -> tuple[str, ...]:
+        # a row without a sync (the CPU's, or written before schema 4) is the default case, spin
+        return (*super().case_key(), self.sync or "spin")
 
     @property
     def measured(self) -> bool:
@@ -282,15 +313,81 @@ class BuildRow(Row):
         return out
 
 
-ROW_TYPES: dict[str, type[Row]] = {c.TYPE: c for c in (AccuracyRow, PerfRow, BuildRow)}
-AnyRow = typing.Union[AccuracyRow, PerfRow, BuildRow]
+@dataclass(kw_only=True)
+class StationRow(Row):
+    """A station timed in one mode at one batch: a request is one frame, every member model run once on the
+    frame's batch. ``model`` holds the station's name (so that everything grouping rows by model groups
+    stations), ``recipe`` and ``profile`` its members' (joined with "+" where they differ); ``members`` says
+    which model ran under which recipe and profile. ``latency_ms`` is the cycle time per frame; the serial
+    time and speed-up a report shows come from the serial row of the same station, backend and batch.
+    Added in schema 2 (a new type: no row of another type changed)."""
+
+    TYPE: ClassVar[str] = "station"
+    KEY: ClassVar[tuple[str, ...]] = ("model", "backend", "recipe", "profile", "mode", "batch", "resident",
+                                      "cuda_graph")
+
+    mode: str
+    batch: int
+    resident: bool = True
+    cuda_graph: bool = False
+    members: list[dict[str, Any]] = field(default_factory=list)  # {"model", "recipe", "profile"} per member
+    fps_target: float | None = None  # the frame rate the station must hold (registry), if any
+    runners: int | None = None
+    threads_per_runner: int | None = None
+    policy: dict[str, Any] = field(default_factory=dict)
+    engine_keys: list[str] = field(default_factory=list)  # the engines timed, in member order (merged: one)
+    cache_hit: bool | None = None  # every engine came from the cache
+    merged: dict[str, Any] = field(default_factory=dict)  # merged mode: the composed graph and its output check
+    throughput: float | None = None  # samples / s through the station (frames x batch)
+    fps: float | None = None  # frames / s
+    iterations: int | None = None  # frames timed
+    wall_s: float | None = None
+    warmup_iters: int | None = None
+    warmup_s: float | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)  # per frame: mean, min, p50, p90, p95, p99, max, std
+    latency_hist: dict[str, Any] | None = None  # harness.histogram.LogHistogram.to_dict(), seconds
+    member_ms: list[float] = field(default_factory=list)  # serial mode: each member's mean time within a frame
+    cv: float | None = None
+    cv_robust: float | None = None
+    window_throughputs: list[float] = field(default_factory=list)
+    drift: float | None = None
+    stable: bool | None = None
+    unstable_reasons: list[str] = field(default_factory=list)
+    runner: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def measured(self) -> bool:
+        return bool(self.throughput) and self.status in ("pass", "unstable")
+
+    @property
+    def cycle_ms(self) -> float | None:
+        """Time per frame for all the station's models (the mean frame latency)."""
+        return self.latency_ms.get("mean")
+
+    @property
+    def config(self) -> str:
+        return f"{self.mode} b{self.batch}" + (" +graph" if self.cuda_graph else "") + ("" if self.resident else " +copy")
+
+    def numbers(self) -> list[Number]:
+        out = [Number("fps", self.fps, "higher")] if self.fps else []
+        for q in ("mean", "p50", "p99"):
+            if self.latency_ms.get(q) is not None:
+                out.append(Number(f"cycle_{q}_ms", float(self.latency_ms[q]), "lower"))
+        if self.cv_robust is not None and not math.isnan(self.cv_robust):
+            out.append(Number("cv_robust", self.cv_robust, None))
+        return out
+
+
+ROW_TYPES: dict[str, type[Row]] = {c.TYPE: c for c in (AccuracyRow, PerfRow, BuildRow, StationRow)}
+AnyRow = typing.Union[AccuracyRow, PerfRow, BuildRow, StationRow]
 
 
 def junit_properties(row: Row) -> list[tuple[str, object]]:
     """A test's properties in the JUnit XML, so that CI dashboards show the numbers: status, key numbers."""
     props: list[tuple[str, object]] = [("status", row.status)]
     props += [(n.name, f"{n.value:.6g}") for n in row.numbers()]
-    if isinstance(row, PerfRow) and row.stable is not None:
+    if isinstance(row, (PerfRow, StationRow)) and row.stable is not None:
         props.append(("stable", "yes" if row.stable else "no"))
     if isinstance(row, PerfRow) and row.state_flags:
         props.append(("state_flags", "; ".join(row.state_flags)))
@@ -307,6 +404,17 @@ def migrate(data: dict[str, Any], version: int) -> dict[str, Any]:
         # version 1 budgets had only label, output, value and verdict: :func:`_budget` reads the statistic,
         # comparison and bound from the label (whatever the version), so compare and history can match them
         data.pop("variant", None)  # a key field no writer ever set
+    if version < 3 and not isinstance(data.get("device"), dict):
+        # the device from the row's environment: the harness then always ran on CUDA device 0, which without
+        # CUDA_VISIBLE_DEVICES is NVML's GPU 0; no UUID was recorded (results.merge lets a newer row of the
+        # same case on the same host and GPU index replace such a row)
+        env = data.get("env")
+        device = device_of(env if isinstance(env, dict) else {}, data.get("backend") in _GPU_BACKENDS_BEFORE_V3)
+        if device["kind"] == "gpu" and device["index"] is None:
+            device["index"] = 0
+        data["device"] = device
+    # version < 4: nothing to rewrite; a perf row without ``sync`` is keyed as spin (PerfRow.case_key), and
+    # one without ``state`` was measured on a machine nobody recorded
     data["schema"] = SCHEMA_VERSION
     return data
 

@@ -16,8 +16,10 @@ from typing import Any
 
 from .backends import BACKENDS, get_backend
 from .cache import Cache
+from .device_id import device_of
 from .environment import environment
 from .errors import HarnessError
+from .layout import Layout
 from .recipes import Recipe, all_recipes
 from .registry import load_registry
 from .results import ROWS, RowWriter
@@ -41,11 +43,13 @@ class PerfSettings:
     cuda_graph: list[bool] = field(default_factory=lambda: [False])
     recipes: list[str] | None = None  # None: the accuracy recipes
     profiles: list[str] | None = None
+    stations: list[str] | None = None  # None: every station (with --models, those made of the selected models)
+    station_modes: list[str] = field(default_factory=lambda: ["serial", "multistream", "threadpool", "merged"])
 
 
 @dataclass
 class Settings:
-    registry: Path
+    registry: Path | None  # None: no registry configured (the plugin then generates no cases)
     report_dir: Path
     cache_dir: Path
     models: list[str] | None = None
@@ -61,6 +65,12 @@ class Settings:
     trt_options: dict[str, Any] = field(default_factory=dict)  # builder options for tensorrt / tensorrt_rtx
     ort_setup: dict[str, Any] = field(default_factory=dict)  # ONNX Runtime session setup over the backend's default
     perf: PerfSettings = field(default_factory=PerfSettings)
+    strict_budgets: bool = False  # a case no budget applies to fails instead of passing as "unbudgeted"
+    # where each option's value came from, for messages: "--profiles", "harness_profiles in pyproject.toml"
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def source(self, dest: str) -> str:
+        return self.sources.get(dest, "--" + dest.replace("_", "-"))
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,8 @@ class AccuracyCase:
 
 
 AUTO = "auto"
+NO_REGISTRY = ("no model registry: name one with harness_registry in the ini file ([tool.pytest.ini_options] in "
+               "pyproject.toml) or with --registry")
 
 
 def new_run_id() -> str:
@@ -89,6 +101,7 @@ class HarnessSession:
         self.worker = worker
         self._writer: RowWriter | None = None
         self._events: RowWriter | None = None
+        self._layouts: dict[str, tuple[ModelSpec, Layout]] = {}
         self.last_row: Row | None = None  # the row written last (its numbers become JUnit properties)
         unknown = [b for b in settings.backends if b not in BACKENDS and b != AUTO]
         if unknown:
@@ -98,6 +111,8 @@ class HarnessSession:
 
     @functools.cached_property
     def registry(self) -> Registry:
+        if self.settings.registry is None:
+            raise HarnessError(NO_REGISTRY)
         return load_registry(self.settings.registry)
 
     @functools.cached_property
@@ -114,13 +129,16 @@ class HarnessSession:
         return self.settings.report_dir / ROWS / self.run_id
 
     def write_row(self, row: Row) -> None:
-        """Stamp the row with this run, worker, time and machine, and append it to this process's file."""
+        """Stamp the row with this run, worker, time, machine and device, and append it to this process's file."""
         if self._writer is None:
             self._writer = RowWriter(self.rows_dir / f"{self.worker}.jsonl")
         row.run_id = row.run_id or self.run_id
         row.worker = row.worker or self.worker
         row.time = row.time or time.strftime("%Y-%m-%dT%H:%M:%S%z")
         row.env = row.env or environment()
+        if not row.device:
+            # the GPU this process runs on for a GPU backend, else the host's CPU: part of the row's key
+            row.device = device_of(row.env, row.backend in BACKENDS and get_backend(row.backend).on_gpu)
         self._writer.write(row.to_dict())
         self.last_row = row
 
@@ -145,6 +163,14 @@ class HarnessSession:
             raise HarnessError(f"unknown model {name!r}; the registry {self.registry.path} has "
                                f"{', '.join(self.registry.models)}")
         return self.registry.models[name]
+
+    def layout(self, spec: ModelSpec) -> tuple[ModelSpec, Layout]:
+        """The model with its outputs' real batch axes (one FP32 run, cached), and the layout found."""
+        if spec.name not in self._layouts:
+            from .layout import resolve
+
+            self._layouts[spec.name] = resolve(self.cache, spec)
+        return self._layouts[spec.name]
 
     def recipe(self, name: str) -> Recipe:
         if name not in self.recipes:

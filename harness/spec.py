@@ -1,15 +1,21 @@
-"""What the registry describes: models (inputs, outputs, profiles, samples), budgets and the expectations
-scoped to where they hold. Plain data; :mod:`harness.registry` reads and validates the TOML into it.
+"""What the registry describes: models (inputs, outputs, profiles, samples), budgets, the expectations
+scoped to where they hold, and stations (several models run together on every frame). Plain data; :mod:`harness.registry` reads and validates the TOML into it.
 
-Expectations (budgets and known failures) are looked up per case: the model's own (by recipe name, else by
-recipe kind), then each ``[[models.NAME.where]]`` block whose condition holds for the case's backend and
-device, in order, a later block replacing what an earlier one says for the same recipe.
+Expectations (budgets and known failures) are looked up per case, in layers from the most general: the
+built-in defaults (:data:`harness.budgets.DEFAULT_BUDGETS`), the registry's ``[defaults.budgets]``, the
+model's own, then each ``[[models.NAME.where]]`` block whose condition holds for the case's backend and
+device, in order. Within a layer an entry named after the recipe comes before one for its kind; a later
+layer that has an entry for the recipe replaces what the earlier ones say.
+
+Batch axes: an input's ``batch_axis`` says where its samples are stacked; an input without one is *shared*:
+one value per batch (a sample rate, a fixed initial state), broadcast by the model, taken from the registry's
+``value`` or the real samples. An input with a batch axis and a ``value`` has that value in every sample.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +43,8 @@ ONNX_DTYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64,
 DISTRIBUTIONS = ("uniform", "normal", "smooth", "zipf")
 
 Dim = int | str
+# what a registry without [defaults] recipes gates: every precision, and each int8 calibration method
+DEFAULT_RECIPES = ("fp32", "fp16", "bf16", "int8-minmax", "int8-entropy", "int8-percentile", "int8-minmax-pc")
 
 
 @dataclass(frozen=True)
@@ -53,10 +61,17 @@ class InputSpec:
     # real samples stored in another form (uint8 images) map to the input as stored * scale + offset
     sample_scale: float = 1.0
     sample_offset: float = 0.0
+    # the registry's value for every sample (a number fills the sample's shape); None: drawn or real samples
+    value: np.ndarray | None = field(default=None, compare=False)
 
     @property
     def is_integer(self) -> bool:
         return np.issubdtype(self.dtype, np.integer) or self.dtype == np.bool_
+
+    @property
+    def shared(self) -> bool:
+        """One value per batch, not per sample: the input has no batch axis."""
+        return self.batch_axis is None
 
 
 @dataclass(frozen=True)
@@ -83,11 +98,16 @@ class Scope:
 
 @dataclass(frozen=True)
 class Expectation:
-    """What a case is held to: its budgets, whether it is a known failure (and why), and which scopes applied."""
+    """What a case is held to: its budgets, whether it is a known failure (and why), which scopes applied, and
+    where the budgets come from (``source``: "built-in defaults", "registry defaults", "model" or a scope)."""
 
     budgets: list[Budget]
     known_failure: str | None
     scopes: tuple[str, ...] = ()
+    source: str = ""
+
+
+BUILTIN, REGISTRY_DEFAULTS, MODEL = "built-in defaults", "registry defaults", "model"
 
 
 def _by_recipe(table: dict[str, Any], recipe_name: str, recipe_kind: str) -> Any:
@@ -106,7 +126,7 @@ class ModelSpec:
     outputs: dict[str, OutputConfig]
     output_batch_axes: dict[str, int | None]
     profiles: dict[str, Profile]
-    budgets: dict[str, list[Budget]]
+    budgets: dict[str, list[Budget]]  # the model's own
     eval_size: int = 64
     eval_seed: int = 0
     samples: SampleSource | None = None
@@ -120,10 +140,19 @@ class ModelSpec:
     # recipe name (or kind) -> why its gate is known to fail: the case is an expected failure (strict)
     known_failures: dict[str, str] = field(default_factory=dict)
     scopes: list[Scope] = field(default_factory=list)
+    # the budgets below the model's own, most general first: (source, budgets by recipe name or kind)
+    default_budgets: list[tuple[str, dict[str, list[Budget]]]] = field(default_factory=list)
+    # the output shapes the ONNX file declares (None for an unnamed dynamic dimension); the real ones come
+    # from a run (harness.layout), which also settles the output batch axes that the registry did not fix
+    declared_outputs: dict[str, tuple[Dim | None, ...]] = field(default_factory=dict)
+    explicit_output_axes: frozenset[str] = frozenset()  # outputs whose batch_axis the registry gives
 
     @property
     def reference_model(self) -> Path:
         return self.reference_path or self.path
+
+    def with_output_batch_axes(self, axes: dict[str, int | None]) -> ModelSpec:
+        return replace(self, output_batch_axes=dict(axes))
 
     @property
     def batch_dim(self) -> str | None:
@@ -138,13 +167,22 @@ class ModelSpec:
         return self.sha256
 
     def budgets_for(self, recipe_name: str, recipe_kind: str) -> list[Budget]:
-        """The model's own budgets for a recipe (named after it, else its kind's), whatever the device."""
-        return list(_by_recipe(self.budgets, recipe_name, recipe_kind) or [])
+        """The budgets for a recipe whatever the device: the model's own (named after it, else its kind's), else
+        the defaults'."""
+        budgets, _ = self._unscoped_budgets(recipe_name, recipe_kind)
+        return list(budgets or [])
+
+    def _unscoped_budgets(self, recipe_name: str, recipe_kind: str) -> tuple[list[Budget] | None, str]:
+        for source, table in [(MODEL, self.budgets), *reversed(self.default_budgets)]:
+            found = _by_recipe(table, recipe_name, recipe_kind)
+            if found is not None:
+                return found, source
+        return None, ""
 
     def expectation(self, recipe_name: str, recipe_kind: str, backend: str, words: Iterable[str]) -> Expectation:
         """Budgets and known failure for a case on ``backend`` whose device has ``words`` (conditions.py)."""
         words = set(words)
-        budgets = _by_recipe(self.budgets, recipe_name, recipe_kind)
+        budgets, source = self._unscoped_budgets(recipe_name, recipe_kind)
         known = _by_recipe(self.known_failures, recipe_name, recipe_kind)
         applied = []
         for scope in self.scopes:
@@ -153,12 +191,42 @@ class ModelSpec:
             scoped_budgets = _by_recipe(scope.budgets, recipe_name, recipe_kind)
             scoped_known = _by_recipe(scope.known_failures, recipe_name, recipe_kind)
             if scoped_budgets is not None:
-                budgets = scoped_budgets
+                budgets, source = scoped_budgets, f"where {scope.describe()}"
             if scoped_known is not None:
                 known = scoped_known
             if scoped_budgets is not None or scoped_known is not None:
                 applied.append(scope.describe())
-        return Expectation(list(budgets or []), known, tuple(applied))
+        return Expectation(list(budgets or []), known, tuple(applied), source if budgets else "")
+
+
+@dataclass(frozen=True)
+class StationMember:
+    """One model of a station, under a recipe and a profile (None: the station's, else the model's default)."""
+
+    model: str
+    recipe: str | None = None
+    profile: str | None = None
+
+
+@dataclass(frozen=True)
+class StationSpec:
+    """``[stations.NAME]``: models that run on every frame, one after another or together (repeats allowed: two
+    copies of a detector are two members). Every member runs the frame's batch; ``fps`` is a frame rate the
+    station must hold (its p99 cycle time within 1 / fps), reported, never gated."""
+
+    name: str
+    members: tuple[StationMember, ...]
+    source: str  # the registry file, for messages
+    batches: tuple[int, ...] = ()  # () : --perf-batches, else batch 1
+    fps: float | None = None
+    recipe: str | None = None  # for members that name none
+    profile: str | None = None
+    description: str = ""
+    members_key: str = "models"  # how the registry spelled them ("models" or "members"), for messages
+
+    @property
+    def models(self) -> list[str]:
+        return [m.model for m in self.members]
 
 
 @dataclass
@@ -166,8 +234,11 @@ class Registry:
     path: Path
     models: dict[str, ModelSpec]
     recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    default_recipes: list[str] = field(default_factory=lambda: ["fp32"])
+    default_recipes: list[str] = field(default_factory=lambda: list(DEFAULT_RECIPES))
     perf_recipes: list[str] | None = None  # the recipes perf sweeps time by default (None: all)
+    # [defaults.budgets] as written (each model holds them as a layer below its own); kept to name them in messages
+    default_budgets: dict[str, list[Budget]] = field(default_factory=dict)
+    stations: dict[str, StationSpec] = field(default_factory=dict)
 
 
 def file_sha256(path: Path) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from .history import History, HistoryError, machine_of
-from .rows import AccuracyRow, AnyRow, PerfRow
+from .rows import AccuracyRow, AnyRow, PerfRow, StationRow
 from .steps import Change, Segment, detect_changes
 
 
@@ -132,9 +132,12 @@ def show_text(h: History, case: str, opts: Options = Options(), only: str | None
 
 
 def primary(row: AnyRow) -> str | None:
-    """The number a case's trend plot shows: throughput, or the first statistic its budgets use."""
+    """The number a case's trend plot shows: throughput (a station's frames per second), or the first statistic
+    its budgets use."""
     if isinstance(row, PerfRow):
         return "throughput"
+    if isinstance(row, StationRow):
+        return "fps"
     if isinstance(row, AccuracyRow):
         names = [n.name for n in row.numbers()]
         return names[0] if names else None

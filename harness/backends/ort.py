@@ -40,6 +40,11 @@ _UNSUPPORTED = ("NOT_IMPLEMENTED", "Could not find an implementation", "is not s
                 "cannot use the CUDA Graph feature", "cannot use the graph capture feature")
 
 
+# RunnerOptions.extra key: False keeps a session's idle intra-op threads from spin-waiting (ONNX Runtime's
+# default is to spin), for callers that run several sessions on the same cores (harness.stations)
+INTRA_OP_SPINNING = "intra_op_spinning"
+
+
 def unsupported(message: str) -> bool:
     return any(marker in message for marker in _UNSUPPORTED)
 
@@ -127,6 +132,9 @@ class OrtBackend(Backend):
         if options is not None and options.threads:
             so.intra_op_num_threads = int(options.threads)
             so.inter_op_num_threads = 1
+        spinning = options.extra.get(INTRA_OP_SPINNING) if options is not None else None
+        if spinning is not None:  # several sessions taking turns on the same cores: idle pools must not spin
+            so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         popts = provider_options if provider_options is not None else self.provider_options(options, setup)
         return ort.InferenceSession(str(model), so, providers=[(self.provider, popts)])
 
@@ -271,12 +279,17 @@ class OrtCpuRunner(Runner):
             raise RuntimeError(f"ort_cpu asynchronous run failed: {self._error}")
 
     def describe(self) -> dict[str, Any]:
+        facts: dict[str, Any]
         if self.options.threads:
-            return {"threads": self.options.threads}
-        import psutil
+            facts = {"threads": self.options.threads}
+        else:
+            import psutil
 
-        return {"threads": "ONNX Runtime's default (one per physical core, pinned)",
-                "physical_cores": psutil.cpu_count(logical=False)}
+            facts = {"threads": "ONNX Runtime's default (one per physical core, pinned)",
+                     "physical_cores": psutil.cpu_count(logical=False)}
+        if INTRA_OP_SPINNING in self.options.extra:
+            facts[INTRA_OP_SPINNING] = bool(self.options.extra[INTRA_OP_SPINNING])
+        return facts
 
     def close(self) -> None:
         self._binding = None

@@ -11,7 +11,7 @@ Recipes are named in the registry (``[recipes.NAME]``, with ``kind`` and paramet
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,9 @@ BUILTIN: dict[str, dict[str, Any]] = {
     "trt10-legacy-int8": {"kind": "trt_legacy", "precision": "int8", "calibrator": "entropy"},
 }
 # bump when a transform changes what it writes: every cached artifact of that kind is then rebuilt
-RECIPE_VERSION = {"fp16": 1, "bf16": 1, "int8": 2}
+# fp16/bf16 2: subgraphs converted inside, keep_fp32; int8 3: valid order around subgraphs, no-op artifacts,
+# streamed histograms, no int32-bias weight adjustment
+RECIPE_VERSION = {"fp16": 2, "bf16": 2, "int8": 3}
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,7 @@ def apply_recipe(recipe: Recipe, spec: ModelSpec, cache: Cache) -> RecipeArtifac
         from .validate import validate
 
         info = _transform(recipe, spec, path, calibration)
-        info["validation"] = validate(path, spec)
+        info["validation"] = validate(path, spec, recipe.name)
         return info
 
     entry = cache.get_or_build("recipes", f"{spec.name}/{recipe.name}", parts, "model.onnx", build)
@@ -176,9 +178,31 @@ def calibration_set(spec: ModelSpec, params: dict[str, Any]) -> Any:
 def _transform(recipe: Recipe, spec: ModelSpec, path: Path, calibration: Any) -> dict[str, Any]:
     import onnx
 
-    params = recipe.options
-    model = onnx.load(str(spec.path))
-    if recipe.kind in ("fp16", "bf16"):
+    feeds = None
+    if recipe.kind == "int8":
+        # equal batches: ONNX Runtime's histogram calibrators stack them and fail on a short last batch
+        batch = max(d for d in range(1, min(calibration.batch, 8) + 1) if calibration.count % d == 0)
+        feeds = (b.feeds for b in calibration.batches(batch))
+    model, info = transform_model(onnx.load(str(spec.path)), recipe.kind, recipe.options, calibration=feeds,
+                                  model_name=spec.name, recipe_name=recipe.name)
+    onnx.save(model, str(path))
+    return info
+
+
+def transform_model(model: Any, kind: str, params: Mapping[str, Any], *, calibration: Iterable[dict[str, Any]] | None = None,
+                    model_name: str = "model", recipe_name: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """A precision transform as a function: ``model`` (an ``onnx.ModelProto``) with a recipe kind's parameters
+    (:mod:`harness.recipes.options`, ``keep_fp32`` included; missing ones take their defaults) -> the artifact
+    and what was done. ``info["nodes"]`` lists, by node name, the nodes converted (fp16 / bf16) or quantized
+    (int8) and those kept in FP32; ``info["no_op"]`` says why, when nothing was. int8 needs ``calibration``:
+    batches of feeds. Nothing is cached or validated here (:func:`apply_recipe` does both)."""
+    import onnx
+
+    from .options import check_options
+
+    params = check_options(kind, {k: v for k, v in params.items() if k != "kind"})
+    name = recipe_name or kind
+    if kind in ("fp16", "bf16"):
         from .float16 import convert_float
         from .graph import opset_of, upgrade_opset
 
@@ -190,19 +214,36 @@ def _transform(recipe: Recipe, spec: ModelSpec, path: Path, calibration: Any) ->
                 info["opset_upgraded_to"] = target
             except Exception as exc:  # keep the model's opset: ops without a bf16 schema there stay FP32
                 info["opset_upgrade_failed"] = f"opset {opset_of(model)} -> {target}: {str(exc)[:200]}"
-        converted, conv_info = convert_float(model, recipe.kind, block_ops=tuple(params["block_ops"]),
-                                             fold=bool(params["fold"]))
+        converted, conv_info = convert_float(model, kind, block_ops=tuple(params["block_ops"]),
+                                             keep_fp32=tuple(params["keep_fp32"]), fold=bool(params["fold"]))
         info.update(conv_info)
-        onnx.save(converted, str(path))
-        return info
-    if recipe.kind == "int8":
+        return converted, info
+    if kind == "int8":
+        import tempfile
+
         from .int8 import quantize
 
-        # equal batches: ONNX Runtime's histogram calibrators stack them and fail on a short last batch
-        batch = max(d for d in range(1, min(calibration.batch, 8) + 1) if calibration.count % d == 0)
-        feeds = (b.feeds for b in calibration.batches(batch))
-        return quantize(model, path, feeds, model_name=spec.name, method=params["method"],
-                        per_channel=bool(params["per_channel"]), op_types=list(params["op_types"]),
-                        percentile=float(params.get("percentile", 99.999)), preprocess=bool(params["preprocess"]),
-                        reduce_range=bool(params["reduce_range"]))
-    raise RecipeError(f"recipe {recipe.name!r}: unknown kind {recipe.kind!r}")
+        if calibration is None:
+            raise RecipeError(f"recipe {name!r} on model {model_name!r}: int8 needs calibration batches")
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "int8.onnx"
+            info = quantize(model, out, iter(calibration), model_name=model_name, recipe_name=name,
+                            method=params["method"], per_channel=bool(params["per_channel"]),
+                            op_types=list(params["op_types"]), keep_fp32=list(params["keep_fp32"]),
+                            percentile=float(params.get("percentile", 99.999)), preprocess=bool(params["preprocess"]),
+                            reduce_range=bool(params["reduce_range"]))
+            artifact = onnx.load(str(out))
+        info["nodes"] = _qdq_nodes(artifact)
+        return artifact, info
+    raise RecipeError(f"recipe {name!r}: kind {kind!r} has no ONNX transform")
+
+
+def _qdq_nodes(model: Any) -> dict[str, list[str]]:
+    from .graph import node_label, walk_nodes
+
+    dq = {n.output[0] for n in walk_nodes(model.graph) if n.op_type == "DequantizeLinear"}
+    qdq = ("QuantizeLinear", "DequantizeLinear")
+    nodes = [n for n in walk_nodes(model.graph) if n.op_type not in qdq]
+    quantized = [n for n in nodes if any(i in dq for i in n.input)]
+    return {"quantized": [node_label(n) for n in quantized],
+            "kept_fp32": [node_label(n) for n in nodes if n not in quantized]}

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
 from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -56,6 +57,36 @@ def _attr_graphs(attr: onnx.AttributeProto) -> list[onnx.GraphProto]:
 
 def node_graphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
     return [g for a in node.attribute for g in _attr_graphs(a)]
+
+
+def node_label(node: onnx.NodeProto) -> str:
+    """How recipes name a node: its name, or for an unnamed node its first output's name."""
+    return node.name or (node.output[0] if node.output else node.op_type)
+
+
+def walk_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node of a graph and of its subgraphs, outer ones first."""
+    for node in graph.node:
+        yield node
+        for g in node_graphs(node):
+            yield from walk_nodes(g)
+
+
+def match_nodes(graph: onnx.GraphProto, patterns: Iterable[str], option: str) -> dict[str, list[str]]:
+    """Node labels (subgraphs' included) per name or glob pattern; a pattern matching no node is refused, since
+    it is most likely a typo that would silently keep nothing out of the recipe."""
+    labels = [node_label(n) for n in walk_nodes(graph)]
+    found: dict[str, list[str]] = {}
+    for pat in patterns:
+        hits = [label for label in labels if fnmatch.fnmatchcase(label, pat)]
+        if not hits:
+            from ..errors import RecipeError
+
+            raise RecipeError(f"{option} pattern {pat!r} matches no node of the model (its {len(labels)} node names "
+                              f"look like {', '.join(repr(x) for x in labels[:6])}); unnamed nodes go by their first "
+                              "output's name")
+        found[pat] = hits
+    return found
 
 
 def rename_outer_reference(graph: onnx.GraphProto, old: str, new: str) -> None:

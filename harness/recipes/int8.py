@@ -7,6 +7,11 @@ per-tensor or per-channel weights. Calibration methods: MinMax, Entropy, Percent
 Q/DQ needs opset 13 (``DequantizeLinear``'s ``axis`` for per-channel weights; below it ONNX Runtime's
 optimizer writes invalid models): an older model is upgraded with ONNX's version converter; when that
 fails a per-channel recipe is refused with the reason, a per-tensor one goes on at the model's opset.
+
+Nodes inside ``If`` / ``Loop`` / ``Scan`` subgraphs stay in FP32 (the calibrator sees only the main graph);
+the artifact stays valid around them. A recipe with nothing to quantize writes the model itself and says so
+(``no_op``); every failure of the quantizer becomes a :class:`RecipeError` naming the step, the node when
+known, and what to try.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import contextlib
 import io
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +28,18 @@ import numpy as np
 import onnx
 
 from ..errors import RecipeError
-from .graph import count_ops, opset_of, upgrade_opset
+from .graph import (
+    count_ops,
+    match_nodes,
+    node_graphs,
+    node_label,
+    opset_of,
+    topological_sort,
+    upgrade_opset,
+    walk_nodes,
+)
 
 METHODS = ("minmax", "entropy", "percentile")
-ENTROPY_BINS = (2048, 128)  # histogram bins, quantized bins: what TensorRT's entropy calibrator uses
 
 
 @contextlib.contextmanager
@@ -55,9 +68,69 @@ class _Reader:
         raise RecipeError("the calibration data can only be read once per quantization")
 
 
-def quantize(model: onnx.ModelProto, out: Path, batches: Iterator[dict[str, np.ndarray]], *, model_name: str,
+# what to try, by the step that failed
+_TRY = {
+    "calibration": "another method (method = \"minmax\" needs no histograms), op_types to calibrate fewer ops, or "
+                   "keep_fp32 for the node at fault",
+    "quantization": "op_types to restrict what is quantized (e.g. [\"Conv\", \"MatMul\"]), keep_fp32 for the node "
+                    "at fault, per_channel = false, or another method",
+    "post-processing": "keep_fp32 for the node at fault, op_types, or preprocess = false",
+}
+
+
+@contextlib.contextmanager
+def step(name: str, model_name: str, recipe_name: str) -> Iterator[None]:
+    """Any failure inside becomes a RecipeError naming the model, the recipe, the step, the node or tensor at
+    fault when the quantizer's frames reveal it, and what to try."""
+    try:
+        yield
+    except RecipeError:
+        raise
+    except Exception as exc:  # the quantizer raises anything from ValueError to numpy's truth-value errors
+        culprit = _culprit(exc.__traceback__)
+        raise RecipeError(
+            f"recipe {recipe_name!r} on model {model_name!r} failed at {name}{culprit}: {type(exc).__name__}: "
+            f"{str(exc).strip()[:400]}. Try {_TRY.get(name, 'another recipe')}") from None
+
+
+def _culprit(tb: Any) -> str:
+    """The innermost ONNX node (a frame's ``node`` or ``self.node``) and tensor name a traceback went through."""
+    node, tensor = None, None
+    while tb is not None:
+        local = tb.tb_frame.f_locals
+        candidate = local.get("node")
+        if candidate is None and "self" in local:
+            candidate = getattr(local["self"], "node", None)
+        if isinstance(candidate, onnx.NodeProto):
+            node = candidate
+        for key in ("tensor_name", "weight_name", "bias_name"):
+            if isinstance(local.get(key), str):
+                tensor = local[key]
+        tb = tb.tb_next
+    parts = []
+    if node is not None:
+        parts.append(f"node {node_label(node)!r} ({node.op_type})")
+    if tensor is not None:
+        parts.append(f"tensor {tensor!r}")
+    return f", at {' and '.join(parts)}" if parts else ""
+
+
+def quantizable_types(op_types: list[str] | None) -> set[str]:
+    """The op types ``quantize_static`` puts Q/DQ around: those asked for, else every one it knows."""
+    if op_types:
+        return set(op_types)
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return set(QDQRegistry) | set(QLinearOpsRegistry)
+
+
+def quantize(model: onnx.ModelProto, out: Path, batches: Iterable[dict[str, np.ndarray]], *, model_name: str,
              method: str, per_channel: bool, op_types: list[str] | None, percentile: float,
-             preprocess: bool, reduce_range: bool = False) -> dict[str, Any]:
+             preprocess: bool, reduce_range: bool = False, keep_fp32: list[str] | None = None,
+             recipe_name: str = "int8") -> dict[str, Any]:
+    """Quantize ``model`` into ``out``; returns what was done (``no_op`` with the reason when nothing could be
+    quantized: the artifact is then the model itself). Nodes inside If / Loop / Scan subgraphs stay FP32:
+    ONNX Runtime's calibrator sees only the main graph's tensors."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     info: dict[str, Any] = {"method": method, "per_channel": per_channel, "op_types": op_types or "all",
@@ -77,6 +150,7 @@ def quantize(model: onnx.ModelProto, out: Path, batches: Iterator[dict[str, np.n
                     f"axis) and upgrading it failed: {exc}. Upgrade the model, or use a per-tensor int8 recipe."
                 ) from None
             info["opset_upgrade_failed"] = str(exc)[:200]
+    feeds = list(batches)  # histogram methods read them twice
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "source.onnx"
         onnx.save(model, str(src))
@@ -94,70 +168,87 @@ def quantize(model: onnx.ModelProto, out: Path, batches: Iterator[dict[str, np.n
             except Exception as exc:  # symbolic shape inference fails on some models: quantize without it
                 info["preprocessed"] = False
                 info["preprocess_error"] = str(exc).splitlines()[0][:200]
+        work = onnx.load(str(src))
+        excluded = _excluded(work, model, keep_fp32 or [], bool(info.get("preprocessed")))
+        if excluded:
+            info["keep_fp32"] = {"patterns": list(keep_fp32 or []), "nodes": excluded}
+        wanted = quantizable_types(op_types)
+        candidates = [n for n in work.graph.node if n.op_type in wanted and node_label(n) not in excluded]
+        inside = sum(1 for n in work.graph.node for g in node_graphs(n) for _ in walk_nodes(g))
+        if inside:
+            info["subgraph_nodes_left_fp32"] = inside
+        if not candidates:
+            onnx.save(model, str(out))
+            info.update(describe_qdq(model))
+            info["no_op"] = info["warning"] = _nothing_quantized(model_name, op_types, inside, bool(excluded))
+            return info
         calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                  "percentile": CalibrationMethod.Percentile}[method]
         extra: dict[str, Any] = {
             "ActivationSymmetric": True,  # TensorRT: zero-point 0
             "WeightSymmetric": True,
             "QuantizeBias": False,  # biases stay in float: TensorRT fuses them itself
+            # which makes the int32-bias weight-scale adjustment pointless; it fails on 2-D Gemm biases [1, N]
+            "QDQDisableWeightAdjustForInt32Bias": True,
         }
         if method == "percentile":
             extra["CalibPercentile"] = percentile
         ranges = None
-        if method == "entropy":
-            # quantize_static's entropy calibrator uses 128 histogram bins for 128 quantized bins, which
-            # leaves its KL search a single candidate (the full range): entropy would equal MinMax. Run the
-            # calibrator with TensorRT's settings (2048 bins) and hand its ranges over as a calibration cache.
+        if method in ("entropy", "percentile"):
+            # histograms streamed batch by batch (ONNX Runtime holds every batch of every tensor in memory);
+            # entropy with TensorRT's 2048 bins (quantize_static's 128 leave its KL search one candidate)
+            from .calibration import ENTROPY_BINS, histogram_ranges
+
             ranges = Path(tmp) / "ranges.json"
-            _entropy_ranges(src, batches, op_types, ranges, Path(tmp))
-            info["entropy_bins"] = ENTROPY_BINS
-        try:
-            with _quiet():
-                quantize_static(str(src), str(out), None if ranges else _Reader(batches), quant_format=QuantFormat.QDQ,
-                                op_types_to_quantize=op_types or None, per_channel=per_channel,
-                                reduce_range=reduce_range,
-                                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                                calibrate_method=calib, extra_options=extra,
-                                **({"calibration_cache_path": str(ranges)} if ranges else {}))
-        except RecipeError:
-            raise
-        except Exception as exc:  # ORT's quantizer raises plain exceptions with useful text
-            raise RecipeError(f"INT8 quantization of {model_name!r} failed: {str(exc).strip()[:500]}") from None
-    quantized = onnx.load(str(out))
-    folded = fold_scalar_quantized_constants(quantized)
-    if folded:
-        onnx.save(quantized, str(out))
-        info["scalar_constants_kept_float"] = folded
+            with step("calibration", model_name, recipe_name), _quiet():
+                histogram_ranges(src, feeds, op_types, method, ranges, Path(tmp), percentile=percentile)
+            if method == "entropy":
+                info["entropy_bins"] = ENTROPY_BINS
+        with step("quantization", model_name, recipe_name), _quiet():
+            quantize_static(str(src), str(out), None if ranges else _Reader(iter(feeds)), quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=op_types or None, per_channel=per_channel,
+                            reduce_range=reduce_range, nodes_to_exclude=excluded,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=calib, extra_options=extra,
+                            **({"calibration_cache_path": str(ranges)} if ranges else {}))
+    with step("post-processing", model_name, recipe_name):
+        quantized = onnx.load(str(out))
+        folded = fold_scalar_quantized_constants(quantized)
+        if folded:
+            info["scalar_constants_kept_float"] = folded
+        # ONNX Runtime orders the main graph ignoring what subgraphs read from it: the checker then refuses the
+        # artifact ("Nodes in a graph must be topologically sorted")
+        if inside:
+            topological_sort(quantized.graph)
+        if inside or folded:
+            onnx.save(quantized, str(out))
     info.update(describe_qdq(quantized))
     if not info["nodes_quantized"]:
-        info["warning"] = (f"the int8 recipe quantized nothing in {model_name!r}: no node of the op types "
-                           f"{op_types or 'ORT quantizes'} has Q/DQ inputs; the artifact runs in FP32")
+        info["no_op"] = info["warning"] = _nothing_quantized(model_name, op_types, inside, bool(excluded))
     return info
 
 
-def _entropy_ranges(model: Path, batches: Iterator[dict[str, np.ndarray]], op_types: list[str] | None, out: Path,
-                    tmp: Path) -> None:
-    import inspect
+def _excluded(work: onnx.ModelProto, source: onnx.ModelProto, patterns: list[str], preprocessed: bool) -> list[str]:
+    """Node names matching keep_fp32 in the model as it is quantized (preprocessing may fuse or rename nodes)."""
+    if not patterns:
+        return []
+    try:
+        found = match_nodes(work.graph, patterns, "keep_fp32")
+    except RecipeError:
+        if preprocessed:
+            match_nodes(source.graph, patterns, "keep_fp32")  # a typo is refused as such
+            raise RecipeError(f"keep_fp32 {patterns} names nodes of the source model that ONNX Runtime's preprocessing "
+                              "fused or renamed; give the recipe preprocess = false, or name the fused nodes") from None
+        raise
+    return sorted({n for names in found.values() for n in names})
 
-    from onnxruntime.quantization import CalibrationMethod, quantize_static
-    from onnxruntime.quantization.calibrate import TensorsData, create_calibrator, save_tensors_data
 
-    from .entropy import compute_entropy
-
-    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
-        import onnxruntime
-
-        raise RecipeError(f"entropy calibration needs onnxruntime >= 1.31 (quantize_static's calibration_cache_path); "
-                          f"this is {onnxruntime.__version__}: use the minmax or percentile method")
-    with _quiet():
-        calibrator = create_calibrator(model, op_types or [], augmented_model_path=str(tmp / "augmented.onnx"),
-                                       calibrate_method=CalibrationMethod.Entropy,
-                                       extra_options={"num_bins": ENTROPY_BINS[0], "num_quantized_bins": ENTROPY_BINS[1],
-                                                      "symmetric": True})
-        calibrator.collect_data(_Reader(batches))
-        # ONNX Runtime's threshold search is the same, looped in Python: minutes on a real model
-        thresholds = compute_entropy(calibrator.collector.histogram_dict, ENTROPY_BINS[1])
-        save_tensors_data(TensorsData(CalibrationMethod.Entropy, thresholds), out)
+def _nothing_quantized(model_name: str, op_types: list[str] | None, inside: int, excluded: bool) -> str:
+    why = [f"no node of the op types {op_types or 'ONNX Runtime quantizes'} outside subgraphs"
+           + (" that keep_fp32 leaves" if excluded else "")]
+    if inside:
+        why.append(f"{inside} nodes are inside If / Loop / Scan subgraphs, which int8 recipes leave in FP32")
+    return f"the int8 recipe quantized nothing in {model_name!r}: {'; '.join(why)}; the artifact runs in FP32"
 
 
 def fold_scalar_quantized_constants(model: onnx.ModelProto) -> int:

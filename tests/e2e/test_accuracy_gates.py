@@ -34,6 +34,7 @@ def test_a_perturbed_weight_fails_its_gate_naming_the_worst_samples(project, tmp
         [models.classifier]
         path = "broken.onnx"
         reference = "classifier.onnx"
+        recipes = ["fp32"]
         [models.classifier.inputs.image]
         range = [-2.1, 2.6]
         distribution = "smooth"
@@ -78,3 +79,69 @@ def test_the_bundled_model_files_regenerate_byte_for_byte():
     proc = subprocess.run([sys.executable, str(FIXTURES / "make_models.py"), "--check"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("ok ") == 5
+
+
+NO_OP_REGISTRY = """
+[models.all_in_if]
+path = "all_in_if.onnx"
+recipes = ["fp32", "int8-minmax"]
+[models.all_in_if.inputs.sr]
+value = 16000
+[models.all_in_if.evaluation]
+size = 4
+[models.all_in_if.profiles]
+dynamic = { min = "x:1x16", opt = "x:2x16", max = "x:4x16" }
+[models.all_in_if.budgets]
+fp32 = []
+"""
+
+
+def test_no_ops_skip_with_the_reason_and_unbudgeted_cases_are_named(project, tmp_path):
+    from tests.models import whole_network_in_if_model
+
+    whole_network_in_if_model(tmp_path / "all_in_if.onnx")
+    registry = write_registry(tmp_path, NO_OP_REGISTRY)
+    result = project.run("-m", "accuracy", "-rs", registry=registry)
+    result.assert_outcomes(passed=1, skipped=1)
+    out = result.stdout.str()
+    assert "all_in_if-ort_cpu-int8-minmax-dynamic: no-op: the int8 recipe quantized nothing in 'all_in_if'" in out
+    assert "no-op: 1 case(s) whose recipe converted or quantized nothing (no pass of that precision; skipped):" in out
+    assert "unbudgeted: 1 case(s) passed with no budget; --strict-budgets fails them: all_in_if/fp32" in out
+    report = project.report()
+    assert "no-op (changed nothing)" in report and "## Recipes that changed nothing (no-op)" in report
+    assert "no budget" in report
+    strict = project.run("-m", "accuracy", "--strict-budgets", registry=registry, report="strict")
+    strict.assert_outcomes(failed=1, skipped=1)
+    assert "no budget applies to recipe 'fp32' (kind fp32) of model 'all_in_if'" in strict.stdout.str()
+    assert "unbudgeted: 1 case(s) failed (--strict-budgets): all_in_if/fp32" in strict.stdout.str()
+    project.pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\nharness_strict_budgets = true\n")
+    project.run("-m", "accuracy", registry=registry, report="ini").assert_outcomes(failed=1, skipped=1)
+
+
+def test_what_the_run_left_out_is_named_once_per_backend_and_model(project, tmp_path):
+    """Backends this machine cannot run get no cases under the default `auto`; a model whose package is missing
+    gets none either; the terminal summary names each once, with the reason (not a skip per case)."""
+    from harness.backends import BACKENDS, get_backend
+
+    copy_fixture_model("ranker", tmp_path)
+    registry = write_registry(tmp_path, """
+        [models.ranker]
+        path = "ranker.onnx"
+        [models.ranker.inputs.ids]
+        range = [0, 7999]
+        [models.ranker.evaluation]
+        size = 4
+        [models.ranker.profiles]
+        dynamic = { min = "ids:1x8,dense:1x13", opt = "ids:4x8,dense:4x13", max = "ids:8x8,dense:8x13" }
+        [models.shipped]
+        package = "no_such_package_ships_this"
+        path = "models/net.onnx"
+        """)
+    result = project.run("-m", "accuracy", "--recipes=fp32", registry=registry)
+    result.assert_outcomes(passed=1)  # ranker on ort_cpu; nothing generated for the rest, nothing skipped
+    out = result.stdout.str()
+    assert out.count("not run here: model shipped: no cases: its package 'no_such_package_ships_this' is not "
+                     "installed") == 1
+    for name in BACKENDS:
+        reason = get_backend(name).unavailable()
+        assert (f"not run here: backend {name}:" in out) == (reason is not None), name

@@ -5,6 +5,7 @@ import re
 import pytest
 
 from harness.backends.ort_setup import default_setup
+from harness.rows import SCHEMA_VERSION
 
 QUICK = ("--models=ranker", "--perf-recipes=fp32", "--profiles=dynamic", "--perf-duration=0.1",
          "--perf-warmup=0.02", "--perf-batches=1,64")
@@ -27,7 +28,7 @@ def test_the_perf_sweep_writes_rows_and_the_report_tables(project):
             assert r["threads_per_runner"] >= 1
         assert isinstance(r["stable"], bool)
         # every iteration's latency, kept as a histogram for compare's test: as many as were timed
-        assert sum(n for _, n in r["latency_hist"]["bins"]) == r["iterations"] and r["schema"] == 2
+        assert sum(n for _, n in r["latency_hist"]["bins"]) == r["iterations"] and r["schema"] == SCHEMA_VERSION
     report = project.report()
     assert "## Throughput and latency" in report and "## Which configuration wins" in report
     assert "![ranker throughput](plots/ranker-throughput.png)" in report
@@ -47,10 +48,13 @@ def test_the_perf_sweep_writes_rows_and_the_report_tables(project):
 
 
 def test_perf_tests_are_refused_under_xdist_while_accuracy_tests_parallelize(project):
-    for expr in ("perf", "perf or accuracy", "not accuracy", ""):
+    for expr in ("perf", "perf or accuracy", "perf and not gpu"):
         result = project.run("-m", expr, *QUICK, "-n", "2")
         assert result.ret == pytest.ExitCode.USAGE_ERROR, expr
-        assert "run `pytest -m perf` without -n" in result.stderr.str()
+        assert "run `pytest -m perf` without -n, or give every worker a GPU of its own" in result.stderr.str()
+    # perf cases run only when -m names them: an expression that does not selects none, and is not refused
+    result = project.run("-m", "not accuracy", *QUICK, "-n", "2")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED and "without -n" not in result.stderr.str()
     project.run("-m", "accuracy", *QUICK, "--recipes=fp32", "-n", "2").assert_outcomes(passed=1)
 
 
@@ -72,8 +76,8 @@ def test_rows_measured_on_an_overloaded_host_are_flagged_warned_about_and_never_
 
 
 @pytest.mark.parametrize("option, message", [
-    ("--perf-sync=wait", "--perf-sync (or ini harness_perf_sync): wait is not spin or block"),
-    ("--ort-setup=load=max", "--ort-setup (or ini harness_ort_setup): load must be one of off, basic, extended, all"),
+    ("--perf-sync=wait", "--perf-sync: cannot use 'wait': wait is not one of spin, block"),
+    ("--ort-setup=load=max", "--ort-setup: load must be one of off, basic, extended, all, got 'max'"),
 ])
 def test_a_bad_sync_or_setup_is_a_usage_error_naming_the_option(project, option, message):
     result = project.run("-m", "perf", *QUICK, option)

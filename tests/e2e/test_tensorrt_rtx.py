@@ -14,11 +14,12 @@ from onnx import TensorProto, helper
 
 from harness.backends import get_backend
 from harness.backends.tensorrt.tensors import numpy_dtype
-from harness.cache import Cache
+from harness.cache import Cache, default_root
 from harness.errors import BuildError, ModeUnsupported
 from harness.profiles import Profile
 from harness.registry import load_registry
-from tests.helpers import FIXTURES
+from harness.session import HarnessSession, Settings
+from tests.helpers import FIXTURES, ROOT
 
 rtx = get_backend("tensorrt_rtx")
 pytestmark = pytest.mark.skipif(rtx.cannot_build() is not None, reason=f"tensorrt_rtx: {rtx.cannot_build()}")
@@ -43,6 +44,23 @@ def test_engines_are_built_on_the_cpu_cached_and_hit_on_a_second_run(project):
     # the wheels' CUDA major is part of the key: the same version is published for CUDA 12 and 13
     assert side["parts"]["cuda_wheel"] in ("cu12", "cu13") and side["parts"]["module"] == rtx.module().__name__
     assert side["info"]["build_phases"], "the progress monitor saw TensorRT's build phases"
+
+
+def test_every_bundled_model_builds_with_tensorrt_rtx(project, tmp_path):
+    """The build suite over the whole registry, as `pytest -m build --backends tensorrt_rtx` runs it on a build
+    machine: every model, recipe and profile really built by TensorRT-RTX (the legacy recipes refused with
+    the reason). Its rows go to this test's own report folder; the engines to the project's shared cache, so
+    that a second run of the test command hits them."""
+    hs = HarnessSession(Settings(registry=FIXTURES / "models.toml", report_dir=tmp_path, cache_dir=tmp_path,
+                                 backends=["tensorrt_rtx"]))
+    cases = list(hs.accuracy_cases(build_only=True))
+    skipped = [c for c in cases if hs.skip_reason(c.model, c.backend, c.recipe, build_only=True)]
+    result = project.run("-m", "build", "--backends=tensorrt_rtx", f"--engine-cache={default_root(ROOT)}", "-q")
+    result.assert_outcomes(passed=len(cases) - len(skipped), skipped=len(skipped))
+    rows = project.results()
+    assert len(rows) == len(cases) - len(skipped) and {r["type"] for r in rows} == {"build"}
+    assert {r["model"] for r in rows} == {s.name for s in hs.models() if not s.unavailable}
+    assert all(r["status"] == "pass" and r["engine_size"] > 1000 for r in rows)
 
 
 def test_a_parse_error_names_the_node(tmp_path):

@@ -94,3 +94,25 @@ def test_bounds_hold_as_written():
     assert not Budget.parse("p1(cosine) > 0.99").holds(0.99)
     assert not Budget.parse("p99(rel_l2) <= 1e-3").holds(math.nan)
     assert quantile_of("p99.9") == pytest.approx(0.999) and quantile_of("mean") is None
+
+
+def test_the_default_budgets_pass_what_was_measured_healthy_and_fail_what_was_broken():
+    from harness.budgets import default_budgets
+
+    defaults = default_budgets()
+
+    def holds(kind: str, **measured: float) -> bool:
+        checked = [b for b in defaults[kind] if f"{b.metric}.{b.stat}" in measured]
+        assert checked, measured
+        return all(b.holds(measured[f"{b.metric}.{b.stat}"]) for b in checked)
+
+    # fp32 across a trained recurrent speech model (ORT's reordering), and one perturbed weight
+    assert holds("fp32", **{"rel_l2.p99": 1.2e-4, "rel_l2.max": 1.5e-4})
+    assert not holds("fp32", **{"rel_l2.p99": 0.18})
+    # fp16 on the trained OCR recognizer: a tail of low-confidence lines, 99.9 % of steps agreeing
+    assert holds("fp16", **{"rel_l2.p90": 0.015, "rel_l2.p99": 0.158, "cosine.p1": 0.9867, "top1.mean": 0.9988})
+    # int8: the OCR models per-channel pass; the recognizer per tensor and a classifier at 0.8 % top-1 fail
+    assert holds("int8", **{"rel_l2.p50": 0.28, "cosine.p1": 0.8428, "top1.mean": 0.9344})
+    assert holds("int8", **{"rel_l2.p50": 0.05, "cosine.p1": 0.9646, "top1.mean": 1.0})
+    assert not holds("int8", **{"top1.mean": 0.7746})
+    assert not holds("int8", **{"rel_l2.p50": 0.98, "cosine.p1": 0.2, "top1.mean": 0.008})

@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from hypothesis import strategies as st
 from harness.backends import get_backend
 from harness.cache import Cache, CacheWarning, cache_key
 from harness.data import SampleSet
+from harness.errors import CacheError
 from harness.recipes import all_recipes, recipe_from_table, recipe_key_parts
 from harness.registry import load_registry
 from harness.spec import SampleSource
@@ -207,3 +211,46 @@ def test_an_entry_found_unusable_once_used_is_discarded_and_rebuilt(tmp_path):
     with pytest.warns(CacheWarning):  # a stale handle (another process rebuilt it already) removes nothing
         cache.discard(first, "will not deserialize")
     assert again.path.read_bytes() == b"new"
+
+
+def _use_read_only(args: tuple[str, int | None]) -> list[str]:
+    """In a process of its own: as an unprivileged user where the test runs as root (root writes anywhere)."""
+    root, uid = args
+    if uid is not None:
+        os.seteuid(uid)
+    cache = Cache(root)
+    out = [cache.get_or_build("engines", "good", {"k": 1}, "model.bin", writer("A")).outcome]
+    try:
+        cache.get_or_build("engines", "bad", {"k": 2}, "model.bin", writer("B"))
+        out.append("rebuilt")
+    except CacheError as exc:
+        out.append(str(exc))
+    return out
+
+
+def test_a_read_only_cache_serves_its_entries_and_names_the_one_it_cannot_rebuild():
+    # a folder every user can read (pytest's tmp_path is private to its owner)
+    folder = Path(tempfile.mkdtemp(prefix="harness-ro-cache-"))
+    try:
+        os.chmod(folder, 0o755)
+        cache = Cache(folder / "c")
+        cache.get_or_build("engines", "good", {"k": 1}, "model.bin", writer("A"))
+        bad = cache.get_or_build("engines", "bad", {"k": 2}, "model.bin", writer("B"))
+        bad.path.write_text("")  # truncated: it needs a rebuild
+        everything = [folder / "c", *(folder / "c").rglob("*")]
+        for p in everything:
+            os.chmod(p, 0o555 if p.is_dir() else 0o444)
+        uid = 65534 if os.geteuid() == 0 else None  # nobody
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            (outcomes,) = pool.map(_use_read_only, [(str(folder / "c"), uid)])
+        hit, error = outcomes
+        assert hit == "hit"
+        assert error.startswith(f"engine cache {folder / 'c'}: entry engines/bad/{bad.key[:16]} must be rebuilt "
+                                "(artifact is 0 bytes, the sidecar says 1 (truncated?)), but the cache cannot be "
+                                "written (Permission denied: ")
+        assert error.endswith("point --engine-cache (or $HARNESS_CACHE_DIR) at a writable folder")
+        assert bad.path.read_text() == ""  # nothing was touched
+    finally:
+        for p in [folder, *folder.rglob("*")]:
+            os.chmod(p, 0o755)
+        shutil.rmtree(folder)

@@ -19,7 +19,7 @@ class FakeNvml:
 
     NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 1, 2, 0
 
-    def __init__(self, readings, processes=(), *, old_names=False):
+    def __init__(self, readings, processes=(), *, old_names=False, gpus=1, others_util=40):
         self.readings = list(readings)
         self.sampled = 0
         procs = [types.SimpleNamespace(pid=pid, usedGpuMemory=mb * 2**20) for pid, mb in processes]
@@ -42,7 +42,10 @@ class FakeNvml:
             # drivers before 535 only know the "throttle" name
             ("nvmlDeviceGetCurrentClocksThrottleReasons" if old_names else "nvmlDeviceGetCurrentClocksEventReasons"):
                 lambda h: self.now()["reasons"],
-            "nvmlDeviceGetUtilizationRates": lambda h: types.SimpleNamespace(gpu=self.now().get("util", 90)),
+            "nvmlDeviceGetCount": lambda: gpus,
+            # the measured GPU (index 0 here) reads from the script; the host's other GPUs are busy at others_util
+            "nvmlDeviceGetUtilizationRates": lambda h: types.SimpleNamespace(
+                gpu=self.now().get("util", 90) if h == ("gpu", 0) else others_util),
             "nvmlDeviceGetMemoryInfo": memory,
             "nvmlDeviceGetComputeProcesses": lambda h: procs,
             "nvmlDeviceGetGraphicsProcesses": unsupported,
@@ -109,6 +112,13 @@ def test_an_idle_gpu_between_launches_is_recorded_but_not_throttling():
     # this process is not "another" one; a query the GPU does not answer is left out, not fatal
     assert mon.state["gpu_other_processes"] == [{"pid": 4242, "name": "proc4242", "mem_mb": 512}]
     assert mon.result["gpu_util"] == 90 and mon.result["gpu_mem_peak_mb"] == 3 * 1024
+    assert "gpu_util_by_index" not in mon.result  # one GPU on the host: nothing beside it to show
+
+
+def test_every_gpu_of_the_host_has_its_utilisation_over_the_window():
+    nvml = FakeNvml([COOL], gpus=3, others_util=25)
+    mon = watch(ResourceMonitor(interval=0.005, gpu_index=0, nvml=nvml, host=FakeHost(1, 1)))
+    assert mon.result["gpu_util_by_index"] == {"0": 90, "1": 25, "2": 25} and mon.result["gpu_util"] == 90
 
 
 @pytest.mark.parametrize("others, bound, flagged", [(0.0, 1.0, False), (1.0, 1.0, False), (1.5, 1.0, True), (0.5, 0.25, True)])

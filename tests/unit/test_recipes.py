@@ -102,7 +102,7 @@ def test_a_graph_output_also_read_inside_the_graph():
     assert relu.input[0] == "h__fp16"  # reads the FP16 value, not the FP32 graph output
 
 
-def test_if_subgraphs_stay_fp32_and_read_fp32_copies_of_outer_values():
+def test_if_subgraphs_convert_inside_with_fp32_at_their_boundary():
     w = numpy_helper.from_array(np.full((4, 4), 0.25, np.float32), "w")
     then_g = helper.make_graph([helper.make_node("Mul", ["h", "two"], ["t_out"], name="then_mul")], "then", [],
                                [vi("t_out", ["N", 4])], [numpy_helper.from_array(np.float32(2.0), "two")])
@@ -115,9 +115,15 @@ def test_if_subgraphs_stay_fp32_and_read_fp32_copies_of_outer_values():
     x = np.random.default_rng(4).standard_normal((3, 4)).astype(np.float32)
     fp16, info = convert_float(model, "fp16")
     kept = {k["node"]: k["reason"] for k in info["nodes_kept_fp32"]}
-    assert "subgraphs" in kept["choose"]
-    then_mul = next(n for n in fp16.graph.node if n.op_type == "If").attribute[0].g.node[0]
-    assert then_mul.input[0] == "h__to_fp32"
+    assert "its subgraphs are converted inside" in kept["choose"]
+    assert sorted(info["subgraphs_converted"]) == ["choose.else_branch", "choose.then_branch"]
+    if_node = next(n for n in fp16.graph.node if n.op_type == "If")
+    then_g = next(a.g for a in if_node.attribute if a.name == "then_branch")
+    # the branch reads an FP32 copy of the outer value, casts it for its FP16 Mul, and returns FP32
+    cast_in = next(n for n in then_g.node if n.op_type == "Cast" and n.input[0] == "h__to_fp32")
+    then_mul = next(n for n in then_g.node if n.name == "then_mul")
+    assert then_mul.input[0] == cast_in.output[0] and cast_in.attribute[0].i == TensorProto.FLOAT16
+    assert then_g.output[0].name == "t_out" and "then_mul" in info["nodes"]["converted"]
     for cond in (True, False):
         feeds = {"x": x, "cond": np.array(cond)}
         assert rel(run(fp16, feeds)[0], run(model, feeds)[0]) < 2e-3
