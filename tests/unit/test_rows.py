@@ -89,7 +89,7 @@ def test_a_version_2_row_gets_its_device_from_its_environment():
     cpu = parse_row({**V2_GPU, "backend": "ort_cpu"}, "r")
     assert cpu.device == {"host": "node1", "kind": "cpu", "name": "Xeon"}
     again = parse_row(json.loads(json.dumps(gpu.to_dict())), "again")
-    assert again.device == gpu.device and gpu.to_dict()["schema"] == SCHEMA_VERSION == 3
+    assert again.device == gpu.device and gpu.to_dict()["schema"] == SCHEMA_VERSION == 4
 
 
 def test_the_same_case_on_two_gpus_or_two_hosts_has_two_keys_and_one_case_key():
