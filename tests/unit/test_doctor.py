@@ -349,3 +349,24 @@ def test_cli_doctor_writes_the_recipe_and_the_report(session: HarnessSession, ca
     assert main(["doctor", "range", "fp16", "--registry", str(s.registry), "--report-dir", str(s.report_dir),
                  "--engine-cache", str(s.cache_dir), "--budget", "min(cosine) >= 1.5", "--price-seconds",
                  "0.1"]) == 1
+
+
+def test_int8_variants_calibrate_once_and_alike(tmp_path: Path) -> None:
+    """The search quantizes one model many times with other keep_fp32 lists: the calibration ranges are computed
+    once per process (they do not depend on keep_fp32) and the artifacts are those a fresh calibration gives."""
+    from harness.recipes import int8
+
+    m = onnx.load(str(int8_outlier_model(tmp_path / "o.onnx")))
+    batches = [{"x": np.random.default_rng(i).uniform(-1, 1, (8, 16)).astype(np.float32)} for i in range(2)]
+    params = {"method": "percentile", "op_types": ["MatMul"]}
+    first, _ = transform_model(m, "int8", params, calibration=batches)
+    files = set(int8._RANGES[0].iterdir())
+    again, _ = transform_model(m, "int8", params, calibration=batches)
+    kept, info = transform_model(m, "int8", {**params, "keep_fp32": ["fc2"]}, calibration=batches)
+    assert set(int8._RANGES[0].iterdir()) == files  # no new calibration
+    assert again.SerializeToString() == first.SerializeToString()
+    assert info["keep_fp32"]["nodes"] == ["fc2"] and "fc2" not in info["nodes"]["quantized"]
+    for f in files:  # without the kept ranges: calibrated afresh, the same artifact
+        f.unlink()
+    fresh, _ = transform_model(m, "int8", params, calibration=batches)
+    assert fresh.SerializeToString() == first.SerializeToString()
