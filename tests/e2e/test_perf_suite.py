@@ -4,6 +4,8 @@ import re
 
 import pytest
 
+from harness.rows import SCHEMA_VERSION
+
 QUICK = ("--models=ranker", "--perf-recipes=fp32", "--profiles=dynamic", "--perf-duration=0.1",
          "--perf-warmup=0.02", "--perf-batches=1,64")
 
@@ -20,7 +22,7 @@ def test_the_perf_sweep_writes_rows_and_the_report_tables(project):
         assert r["env"]["cores"] >= 1 and r["resources"]["rss_peak_mb"] > 0
         assert r["threads_per_runner"] >= 1 and isinstance(r["stable"], bool)
         # every iteration's latency, kept as a histogram for compare's test: as many as were timed
-        assert sum(n for _, n in r["latency_hist"]["bins"]) == r["iterations"] and r["schema"] == 2
+        assert sum(n for _, n in r["latency_hist"]["bins"]) == r["iterations"] and r["schema"] == SCHEMA_VERSION
     report = project.report()
     assert "## Throughput and latency" in report and "## Which configuration wins" in report
     assert "![ranker throughput](plots/ranker-throughput.png)" in report

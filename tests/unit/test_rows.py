@@ -42,7 +42,7 @@ def test_fields_this_version_does_not_declare_are_kept_and_written_back():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"type": "timing"}, "'type' must be one of accuracy, perf, build, station, got 'timing'"),
+    ({"type": "timing"}, "'type' must be one of accuracy, perf, build, station, doctor, got 'timing'"),
     ({"model": None}, "accuracy row field 'model' must be a string, got None"),
     ({"batch": "1"}, "accuracy row field 'batch' must be an integer or null, got '1'"),
     ({"status": 3}, "accuracy row field 'status' must be a string, got 3"),
