@@ -171,6 +171,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from .results import merge_pending
     from .session import AccuracyCase, HarnessSession, Settings
 
+    for flag, value in (("--samples", args.samples), ("--chunk", args.chunk),
+                        ("--doctor-max-minutes", args.doctor_max_minutes), ("--price-seconds", args.price_seconds)):
+        if not value > 0:
+            raise HarnessError(f"{flag} must be positive, got {value}")
     report_dir = Path(args.report_dir)
     cache = Path(args.engine_cache) if args.engine_cache else default_root(Path.cwd())
     hs = HarnessSession(Settings(registry=Path(args.registry), report_dir=report_dir, cache_dir=cache,

@@ -62,6 +62,13 @@ def error_scale(budgets: list[Budget]) -> tuple[float, str]:
     return 0.01, "no rel_l2 or cosine budget: 1 %"
 
 
+def _budget(text: str) -> Budget:
+    try:
+        return Budget.parse(text)
+    except ValueError as exc:
+        raise HarnessError(f"--budget: {exc}") from None
+
+
 def ranked_candidates(candidates: list[str], comp: Comparison) -> list[str]:
     """Candidates most sensitive first; those the comparison did not measure last, in graph order."""
     score = {n.node: n.sensitivity for n in comp.nodes}
@@ -101,7 +108,7 @@ def doctor_case(hs: HarnessSession, case: AccuracyCase, options: DoctorOptions,
             raise HarnessError(f"cannot run {case.id} here: {reason}")
         spec, _ = hs.layout(spec0)
         profile = spec.profiles[case.profile]
-        budgets = ([Budget.parse(t) for t in options.budgets] if options.budgets
+        budgets = ([_budget(t) for t in options.budgets] if options.budgets
                    else case_expectation(hs, case).budgets)
         if not budgets:
             raise HarnessError(f"no budget applies to {case.id}: there is nothing to fix (give --budget)")

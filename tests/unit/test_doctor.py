@@ -370,3 +370,16 @@ def test_int8_variants_calibrate_once_and_alike(tmp_path: Path) -> None:
         f.unlink()
     fresh, _ = transform_model(m, "int8", params, calibration=batches)
     assert fresh.SerializeToString() == first.SerializeToString()
+
+
+def test_cli_doctor_refuses_bad_input_naming_it(session: HarnessSession, capsys: pytest.CaptureFixture) -> None:
+    from harness.cli import main
+
+    s = session.settings
+    base = ["--registry", str(s.registry), "--report-dir", str(s.report_dir), "--engine-cache", str(s.cache_dir)]
+    assert main(["doctor", "range", "fp16", "--samples", "0", *base]) == 2
+    assert "--samples must be positive, got 0" in capsys.readouterr().err
+    assert main(["doctor", "nosuch", "fp16", *base]) == 2
+    assert "unknown model 'nosuch'" in capsys.readouterr().err
+    assert main(["doctor", "range", "fp16", "--budget", "p99(rel_l2) < lots", *base]) == 2
+    assert "--budget: cannot read budget 'p99(rel_l2) < lots'" in capsys.readouterr().err
