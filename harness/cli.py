@@ -4,7 +4,8 @@
              sweep) through pytest and the plugin, then REPORT.md. It takes the plugin's options (the same
              as pytest's ``--registry``, ``--models``...; unset ones come from the project's ini file); extra
              arguments after ``--`` go to pytest.
-``report``   merge rows that results.json does not hold yet (after a crash), re-render REPORT.md.
+``report``   merge rows that results.json does not hold yet (after a crash), re-render REPORT.md; with several
+             folders (one per host or shard) and ``--out``, gather their rows into one report.
 ``compare``  the changes from a baseline results.json to another; exit 1 on regressions or missing cases.
 ``history``  the nightly history database: ``runs`` (default), ``show CASE``, ``changes``, ``append``.
 ``models``   list the registry's models, inputs and profiles (after checking it as a run would).
@@ -53,7 +54,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
     from .results import RESULTS, ROWS, merge_pending
 
-    folder = Path(args.dir)
+    sources = [Path(d) for d in args.dirs]
+    if len(sources) > 1 and not args.out:
+        print(f"harness report: {len(sources)} folders given: name the folder of the gathered report with --out",
+              file=sys.stderr)
+        return 2
+    folder = Path(args.out) if args.out else sources[0]
+    if args.out:
+        from .gather import gather
+
+        done = gather(sources, folder)
+        for w in done.warnings:
+            print(f"harness report: warning: {w}", file=sys.stderr)
+        print(f"gathered {done.copied} row file(s)" + (f" and {done.from_results} row(s) kept only in a {RESULTS}"
+                                                      if done.from_results else "")
+              + f" from {len(sources)} folder(s) into {folder}")
     outcome = merge_pending(folder, environment=environment())
     for w in outcome.warnings:
         print(f"harness report: warning: {w}", file=sys.stderr)
@@ -72,7 +87,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import Thresholds, compare_files, render
 
     th = Thresholds(perf=args.threshold, tail=args.tail_threshold, error_rise=args.error_rise)
-    cmp = compare_files(Path(args.baseline), Path(args.candidate), th)
+    cmp = compare_files(Path(args.baseline), Path(args.candidate), th, across_devices=args.across_devices)
     print(render(cmp))
     print(f"\n{cmp.summary()}" + (" (missing cases allowed)" if cmp.missing and args.allow_missing else ""))
     return 1 if cmp.failed(args.allow_missing) else 0
@@ -201,7 +216,7 @@ def _metavar(opt: Option) -> str:
     if kind == "str" and opt.choices:
         return "|".join(opt.choices)
     return {"path": "PATH", "list": "A,B", "intlist": "N,M", "int": "N", "float": "X", "boollist": "yes,no",
-            "options": "K=V,..."}.get(kind, "VALUE")
+            "options": "K=V,...", "gpus": "all|0,1", "shard": "I/N"}.get(kind, "VALUE")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,8 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     g = r.add_mutually_exclusive_group()
     g.add_argument("--accuracy-only", action="store_true", help="skip the perf sweep")
     g.add_argument("--perf-only", action="store_true", help="skip the accuracy gates")
-    p = sub.add_parser("report", help="merge rows not yet in results.json, re-render REPORT.md")
-    p.add_argument("dir", nargs="?", default="reports")
+    p = sub.add_parser("report", help="merge rows not yet in results.json, re-render REPORT.md; gather several "
+                       "hosts' report folders into one with --out")
+    p.add_argument("dirs", nargs="*", default=["reports"], metavar="DIR",
+                   help="report folder(s) (default: reports); several need --out")
+    p.add_argument("--out", help="gather the rows of every DIR into this report folder, and render it there")
     p.add_argument("--history", help="history database: adds trends and change points to the report")
     c = sub.add_parser("compare", help="compare a run with a baseline")
     c.add_argument("baseline")
@@ -238,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="accuracy regression if a budgeted statistic's error grows more (x1.5)")
     c.add_argument("--allow-missing", action="store_true",
                    help="cases of the baseline absent (or skipped) in the candidate do not fail the comparison")
+    c.add_argument("--across-devices", action="store_true",
+                   help="pair each case whatever device it ran on (default: like with like, the same GPU model or CPU)")
     h = sub.add_parser("history", help="the nightly history: runs, a case's series, change points")
     h.add_argument("--db", default="reports/history.sqlite", help="history database (reports/history.sqlite)")
     h.add_argument("--last", type=int, default=60, help="runs to look back (60)")

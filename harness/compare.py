@@ -1,7 +1,12 @@
 """Compare a candidate run with a baseline: what changed, what is a regression, what is missing.
 
-Rows are matched by their key (type, model, backend, recipe, profile; for perf also mode, batch, N,
-resident inputs, CUDA graphs). The comparison fails (``python -m harness compare A B`` exits 1) on:
+Rows are matched by their case (type, model, backend, recipe, profile; for perf also mode, batch, N,
+resident inputs, CUDA graphs) and compared **like with like**: a candidate row with a baseline row of the
+same case on the same device class (the GPU's name, or the CPU's model: :func:`harness.device_id.device_class`),
+the same device (host and GPU UUID) where the baseline has it, else the same host and GPU index, else the
+first of that class. Rows of one class never stand for another's: an H100 run compared with an H200 baseline
+finds every case missing and says why, unless ``across_devices`` (``--across-devices``) pairs each case
+whatever it ran on. The comparison fails (``python -m harness compare A B`` exits 1) on:
 
 * a **regression**:
   - a gate that passed and now fails or errors;
@@ -32,9 +37,10 @@ from pathlib import Path
 from tabulate import tabulate
 
 from .accuracy import fmt
+from .device_id import device_class, device_key, device_label
 from .histogram import LogHistogram, Ratio, bootstrap_ratio
 from .results import load_results
-from .rows import AccuracyRow, AnyRow, PerfRow, StationRow
+from .rows import AccuracyRow, AnyRow, DoctorRow, PerfRow, StationRow
 
 PASSING = ("pass", "unbudgeted", "known failure", "unstable")
 ERROR_FLOOR = 1e-6
@@ -67,6 +73,7 @@ class Comparison:
     changes: list[Change] = field(default_factory=list)
     missing: list[tuple[str, str]] = field(default_factory=list)  # (case, why)
     new: list[str] = field(default_factory=list)
+    pairings: list[str] = field(default_factory=list)  # "node2 gpu0 (NVIDIA H200) against node1 gpu0 (...)"
 
     def count(self, verdict: str) -> int:
         return sum(c.verdict == verdict for c in self.changes)
@@ -84,33 +91,95 @@ class Comparison:
                 f"{len(self.new)} new case(s)")
 
 
-def compare_rows(base: list[AnyRow], new: list[AnyRow], th: Thresholds = Thresholds()) -> Comparison:
-    before = {r.key(): r for r in base}
-    after = {r.key(): r for r in new}
+def _device_text(r: AnyRow) -> str:
+    return f"{device_label(r.device)} ({r.device.get('name') or '?'})"
+
+
+def _preference(r: AnyRow, b: AnyRow) -> tuple[int, str]:
+    """How well a baseline row ``b`` stands for the candidate ``r``'s device: lower is better."""
+    d, e = r.device, b.device
+    if device_key(d) == device_key(e):
+        return 0, ""
+    if d.get("host") == e.get("host") and d.get("index") == e.get("index"):
+        return 1, device_key(e)
+    if device_class(d) == device_class(e):
+        return 2 if d.get("index") == e.get("index") else 3, device_key(e)
+    return 4, device_key(e)
+
+
+def match_rows(base: list[AnyRow], new: list[AnyRow], *, across_devices: bool = False
+               ) -> tuple[list[tuple[AnyRow, AnyRow]], list[AnyRow], list[AnyRow]]:
+    """(baseline, candidate) pairs, unmatched baseline rows, unmatched candidate rows: each candidate row takes
+    the baseline row of its case that best stands for its device (same class only, unless across devices)."""
+    by_case: dict[tuple[str, ...], list[AnyRow]] = {}
+    for b in base:
+        by_case.setdefault(b.case_key(), []).append(b)
+    pairs: list[tuple[AnyRow, AnyRow]] = []
+    extra: list[AnyRow] = []
+    used: set[int] = set()
+    for r in sorted(new, key=lambda x: x.key()):
+        options = [b for b in by_case.get(r.case_key(), []) if id(b) not in used and
+                   (across_devices or device_class(b.device) == device_class(r.device))]
+        if not options:
+            extra.append(r)
+            continue
+        b = min(options, key=lambda x: _preference(r, x))
+        used.add(id(b))
+        pairs.append((b, r))
+    return pairs, [b for b in base if id(b) not in used], extra
+
+
+def compare_rows(base: list[AnyRow], new: list[AnyRow], th: Thresholds = Thresholds(), *,
+                 across_devices: bool = False) -> Comparison:
+    pairs, gone, added = match_rows(base, new, across_devices=across_devices)
     out = Comparison()
-    out.missing = [(b.label, "absent from the candidate") for k, b in before.items() if k not in after]
-    out.new = [r.label for k, r in after.items() if k not in before]
-    for k, r in after.items():
-        b = before.get(k)
-        if b is None:
-            continue
+    several = len({device_key(r.device) for r in [*base, *new]}) > 1
+
+    def label(r: AnyRow) -> str:
+        return f"{r.label} @ {device_label(r.device)}" if several else r.label
+
+    ran_on: dict[tuple[str, ...], set[str]] = {}
+    for r in new:
+        ran_on.setdefault(r.case_key(), set()).add(_device_text(r))
+    for b in gone:
+        if isinstance(b, DoctorRow):
+            continue  # the doctor runs where a gate failed: its absence is a gate that no longer fails
+        elsewhere = sorted(ran_on.get(b.case_key(), set()))
+        why = "absent from the candidate"
+        if elsewhere:
+            why = (f"the candidate ran it only on another kind of device ({', '.join(elsewhere)}); compare across "
+                   "devices with --across-devices")
+        out.missing.append((label(b), why))
+    out.new = [label(r) for r in added]
+    seen_pairings: set[str] = set()
+    for b, r in pairs:
+        if device_key(b.device) != device_key(r.device):
+            text = f"{_device_text(r)} against {_device_text(b)}"
+            if text not in seen_pairings:
+                seen_pairings.add(text)
+                out.pairings.append(text)
         if r.status == "skipped" and b.status != "skipped":
-            out.missing.append((r.label, f"skipped in the candidate: {r.message or ''}".strip()))
+            out.missing.append((label(r), f"skipped in the candidate: {r.message or ''}".strip()))
             continue
-        out.changes += status_change(b, r)
-        if isinstance(b, AccuracyRow) and isinstance(r, AccuracyRow):
-            out.changes += accuracy_changes(b, r, th)
+        changes = status_change(b, r)
+        if isinstance(b, AccuracyRow) and isinstance(r, AccuracyRow) and "no-op" not in (b.status, r.status):
+            # a no-op's numbers are FP32's: nothing to compare the other side's precision with
+            changes += accuracy_changes(b, r, th)
         elif isinstance(b, PerfRow) and isinstance(r, PerfRow) and b.measured and r.measured:
-            out.changes += perf_changes(b, r, th)
+            changes += perf_changes(b, r, th)
         elif isinstance(b, StationRow) and isinstance(r, StationRow) and b.measured and r.measured:
-            out.changes += perf_changes(b, r, th)  # a frame is the request: the cycle time is the latency
+            changes += perf_changes(b, r, th)  # a frame is the request: the cycle time is the latency
+        for c in changes:
+            c.label = label(r)
+        out.changes += changes
     return out
 
 
 def status_change(b: AnyRow, r: AnyRow) -> list[Change]:
     if b.status == r.status or {b.status, r.status} == {"pass", "unstable"}:
         return []  # pass <-> unstable is the perf comparison's business (inconclusive)
-    if b.status in PASSING and r.status in ("fail", "error"):
+    if b.status in PASSING and r.status in ("fail", "error", "no-op"):
+        # a recipe that now converts or quantizes nothing no longer gates its precision: that is lost coverage
         verdict = "regression"
     elif b.status in ("fail", "error") and r.status in PASSING:
         verdict = "improvement"
@@ -224,6 +293,8 @@ def _value(v: object) -> str:
 
 def render(cmp: Comparison) -> str:
     out: list[str] = []
+    if cmp.pairings:
+        out += ["Devices compared: " + "; ".join(cmp.pairings), ""]
     if cmp.changes:
         table = [[c.label, c.what, _value(c.before), _value(c.after), c.detail, MARK[c.verdict]] for c in
                  sorted(cmp.changes, key=lambda c: (list(MARK).index(c.verdict), c.label))]
@@ -240,9 +311,9 @@ def render(cmp: Comparison) -> str:
     return "\n".join(out)
 
 
-def compare_files(a: Path, b: Path, th: Thresholds = Thresholds()) -> Comparison:
+def compare_files(a: Path, b: Path, th: Thresholds = Thresholds(), *, across_devices: bool = False) -> Comparison:
     """The comparison from A (baseline) to B (candidate); raises ValueError naming a file that cannot be used."""
-    return compare_rows(load_results(a).rows, load_results(b).rows, th)
+    return compare_rows(load_results(a).rows, load_results(b).rows, th, across_devices=across_devices)
 
 
 def compare_section(rows: list[AnyRow], baseline: Path) -> list[str]:

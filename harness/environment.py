@@ -3,6 +3,12 @@
 CPU model, cores and the instruction-set extensions that change results (``harness.cpu_features``), memory,
 OS, Python and package versions; GPU name, driver, CUDA version and compute capability through NVML when a GPU
 is present (``nvidia-ml-py``). Nothing here imports CUDA itself.
+
+The GPU a row names is the one this process computes on, CUDA's device 0: the first entry of
+``CUDA_VISIBLE_DEVICES`` when it is set (a GPU index, a UUID or a UUID's prefix), else the first GPU. NVML
+ignores that variable and numbers GPUs as ``nvidia-smi`` does (PCI bus order), so an index is read in that
+order, which is CUDA's with ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (the harness sets it for the workers it pins:
+:mod:`harness.devices`) and, on a host whose GPUs are all alike, without it.
 """
 
 from __future__ import annotations
@@ -85,6 +91,79 @@ def gpus() -> tuple[dict[str, Any], ...]:
     return tuple(found)
 
 
+def visible_entries(env: dict[str, str] | None = None) -> list[str] | None:
+    """The entries of ``CUDA_VISIBLE_DEVICES`` (None when it is not set; [] when it hides every GPU)."""
+    value = (os.environ if env is None else env).get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return None
+    entries = [e.strip() for e in value.split(",")]
+    # CUDA stops at the first entry it cannot use; "-1" or "" hide everything
+    out = []
+    for e in entries:
+        if not e or e.startswith("-"):
+            break
+        out.append(e)
+    return out
+
+
+def find_gpu(entry: str, found: tuple[dict[str, Any], ...]) -> dict[str, Any] | None:
+    """The NVML facts of the GPU a ``CUDA_VISIBLE_DEVICES`` entry names: an index, or a UUID (or its prefix)."""
+    if entry.isdigit():
+        i = int(entry)
+        return next((g for g in found if g["index"] == i), None)
+    wanted = entry if entry.startswith(("GPU-", "MIG-")) else "GPU-" + entry
+    matches = [g for g in found if str(g.get("uuid", "")).startswith(wanted)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def current_gpu() -> dict[str, Any] | None:
+    """The NVML facts of CUDA's device 0 in this process (None without a GPU)."""
+    return gpu_for(visible_entries(), gpus())
+
+
+def gpu_for(entries: list[str] | None, found: tuple[dict[str, Any], ...]) -> dict[str, Any] | None:
+    """The GPU that CUDA's device 0 is under ``CUDA_VISIBLE_DEVICES`` entries (None: the variable is not set).
+    An entry NVML's GPU list does not hold (a MIG instance) on a host whose GPUs are all one model gets that
+    model's facts, its entry as UUID and no index."""
+    if entries is None:
+        return found[0] if found else None
+    if not entries:
+        return None
+    gpu = find_gpu(entries[0], found)
+    if gpu is None and found and len({g["name"] for g in found}) == 1:
+        gpu = {**found[0], "index": None, "uuid": entries[0]}
+    return gpu
+
+
+def this_gpu_index() -> int:
+    """NVML's index of the GPU this process computes on (0 where it cannot tell)."""
+    gpu = current_gpu()
+    return int(gpu["index"]) if gpu is not None and gpu["index"] is not None else 0
+
+
+def cpu_ranges(cpus: Any) -> str:
+    """{0, 1, 2, 5} -> "0-2,5"."""
+    spans: list[list[int]] = []
+    for c in sorted(set(cpus)):
+        if spans and c == spans[-1][1] + 1:
+            spans[-1][1] = c
+        else:
+            spans.append([c, c])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def parse_cpu_ranges(text: str) -> set[int]:
+    """"0-2,5" -> {0, 1, 2, 5}; ValueError for anything else."""
+    out: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        a, sep, b = part.partition("-")
+        lo, hi = int(a), int(b) if sep else int(a)
+        if lo < 0 or hi < lo:
+            raise ValueError(part)
+        out.update(range(lo, hi + 1))
+    return out
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -110,10 +189,19 @@ def environment() -> dict[str, Any]:
     }
     for name, version in package_versions().items():
         env[f"pkg.{name}"] = version
+    try:
+        env["cpu_affinity"] = cpu_ranges(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        pass
+    if os.environ.get("HARNESS_CPUS_FROM"):  # set by harness.devices for a worker it pinned
+        env["cpu_affinity_from"] = os.environ["HARNESS_CPUS_FROM"]
     g = gpus()
-    if g:
-        env.update({"gpu": g[0]["name"], "gpu_cc": g[0]["compute_capability"], "driver": g[0]["driver"],
-                    "cuda_driver": g[0]["cuda_driver"], "gpu_count": len(g)})
+    mine = current_gpu()
+    if g and mine is not None:
+        env.update({"gpu": mine["name"], "gpu_cc": mine["compute_capability"], "driver": mine["driver"],
+                    "cuda_driver": mine["cuda_driver"], "gpu_count": len(g), "gpu_uuid": mine["uuid"]})
+        if mine["index"] is not None:
+            env["gpu_index"] = mine["index"]
         try:
             from . import cuda
 

@@ -31,7 +31,7 @@ class OptionError(HarnessError):
 class Option:
     dest: str
     help: str
-    kind: str  # str | path | list | int | float | flag | boollist | intlist | options
+    kind: str  # str | path | list | int | float | flag | boollist | intlist | options | gpus | shard
     default: Any = None
     choices: tuple[str, ...] = ()
 
@@ -85,6 +85,15 @@ OPTIONS: list[Option] = [
            "those whose models are all selected)", "list"),
     Option("station_modes", "station modes: serial, multistream, threadpool, merged", "list",
            "serial,multistream,threadpool,merged"),
+    Option("gpus", "GPUs to run on: all, or numbers such as 0,1 (under CUDA_VISIBLE_DEVICES, positions in it); with "
+           "-n one worker per GPU (-n auto: as many as GPUs), each pinned before CUDA starts; without -n, one GPU",
+           "gpus"),
+    Option("gpu_cpus", "CPUs of each GPU's process: near (the CPUs NVML puts near its GPU, split between the "
+           "workers that share them) or all (no pinning)", "str", "near", ("near", "all")),
+    Option("shard", "run the I-th of N deterministic parts of the tests, e.g. 2/4 (one per host of a CI matrix or "
+           "job array; python -m harness report DIR... merges their rows)", "shard"),
+    Option("shard_durations", "an earlier results.json whose case durations balance the shards (default: by case id)",
+           "path"),
     Option("doctor", "at the end of the run, the precision doctor on each failed accuracy case: where its error "
            "starts and the fewest nodes kept in FP32 that pass (REPORT.md: 'Precision doctor')", "flag", False),
     Option("doctor_max_minutes", "time budget of --doctor, shared by the failed cases", "float", "10"),
@@ -149,6 +158,14 @@ def parse_value(opt: Option, raw: Raw) -> Any:
         if not real >= 0 or real == float("inf"):
             raise refuse("give a number >= 0 (seconds, or a fraction)")
         return real
+    if opt.kind == "gpus":
+        from .devices import parse_gpus
+
+        return parse_gpus(s, raw.source)
+    if opt.kind == "shard":
+        from .shard import parse_shard
+
+        return parse_shard(s, raw.source)
     if opt.kind == "options":
         try:
             return parse_builder_options(s)

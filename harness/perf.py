@@ -28,7 +28,9 @@ import numpy as np
 
 from .backends import Engine, Runner, RunnerOptions, get_backend
 from .data import SampleSet, batch_size_of
+from .environment import this_gpu_index
 from .errors import HarnessError, ModeUnsupported
+from .hostlock import timing
 from .recipes import apply_recipe
 from .resources import ResourceMonitor
 from .rows import PerfRow
@@ -303,7 +305,8 @@ def measure_mode(engine: Engine, case: PerfCase, feeds: dict[str, Any], policy: 
             runners.append(engine.runner(options))
         for r in runners:
             r.prepare(feeds, resident=case.resident)
-        with monitor:
+        # timing() waits while another worker on this host builds (harness.hostlock; a no-op otherwise)
+        with timing(), monitor:
             m = mode.measure(runners, policy, batch=case.batch)
         return m, runners[0].describe()
     finally:
@@ -339,7 +342,7 @@ def check_perf(hs: HarnessSession, case: PerfCase) -> PerfRow:
         engine = backend.build(art.path, profile, hs.cache, label=label, model_hash=art.model_hash, options=options,
                                calibration=art.calibration)
         row.update(engine_key=engine.entry.key, cache_hit=engine.entry.hit)
-        mon = ResourceMonitor(gpu_index=0 if backend.on_gpu else None)
+        mon = ResourceMonitor(gpu_index=this_gpu_index() if backend.on_gpu else None)
         m, runner_facts = measure_mode(engine, case, feeds, policy, threads, mon)
     except Exception as exc:
         row.update(status="skipped" if isinstance(exc, ModeUnsupported) else "error",

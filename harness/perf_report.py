@@ -8,6 +8,8 @@ from typing import Any
 
 from tabulate import tabulate
 
+from .device_id import device_key
+from .device_report import labels, several
 from .results import by_model
 from .rows import AnyRow, PerfRow
 
@@ -33,19 +35,22 @@ def _order(r: PerfRow) -> tuple[Any, ...]:
             r.batch, r.concurrency, not r.resident, r.cuda_graph)
 
 
-def perf_table(rows: list[PerfRow]) -> str:
+def perf_table(rows: list[PerfRow], names: dict[str, str] | None = None) -> str:
+    """One model's perf rows; ``names`` (device key -> label) adds a device column (rows of several devices)."""
     table = []
     for r in sorted(rows, key=_order):
         res, lat = r.resources, r.latency_ms
         mode = r.mode + ("" if r.resident else " +copy") + (" +graph" if r.cuda_graph else "")
         table.append([
+            *([names[device_key(r.device)]] if names else []),
             r.backend, r.recipe, r.profile, mode, r.batch, r.concurrency if r.mode != "serial" else 1,
             r.threads_per_runner or "–", _rate(r.throughput), short(lat.get("p50")), short(lat.get("p99")), short(r.cv, 2),
             short(res.get("cpu_util"), 3), short(res.get("gpu_util"), 3),
             short(round(res["gpu_mem_peak_mb"])) if res.get("gpu_mem_peak_mb") else "–",
             "yes" if r.stable else "**no**",
         ])
-    return tabulate(table, headers=["backend", "recipe", "profile", "mode", "batch", "N", "threads", "samples/s",
+    return tabulate(table, headers=[*(["device"] if names else []), "backend", "recipe", "profile", "mode", "batch",
+                                    "N", "threads", "samples/s",
                                     "p50 ms", "p99 ms", "CV", "CPU %", "GPU util %", "GPU MB", "stable"],
                     tablefmt="github", disable_numparse=True)
 
@@ -54,12 +59,15 @@ def _rate_of(r: PerfRow) -> float:
     return r.throughput or 0.0
 
 
-def best_table(rows: list[PerfRow]) -> tuple[str, list[str]]:
-    """Per model, backend and recipe: serial batch 1, the best configuration, and the speed-up."""
+def best_table(rows: list[PerfRow], names: dict[str, str] | None = None) -> tuple[str, list[str]]:
+    """Per model, backend and recipe (and device, with ``names``): serial batch 1, the best configuration, and
+    the speed-up."""
     groups: dict[tuple[str, str, str], list[PerfRow]] = defaultdict(list)
     for r in rows:
         if r.throughput:
-            groups[(r.model, r.backend, r.recipe)].append(r)
+            # on several devices each is its own group: a device's best against its own serial batch 1
+            backend = r.backend + (f" @ {names[device_key(r.device)]}" if names else "")
+            groups[(r.model, backend, r.recipe)].append(r)
     table, notes = [], []
 
     def group_order(kv: tuple[tuple[str, str, str], list[PerfRow]]) -> tuple[Any, ...]:
@@ -124,9 +132,10 @@ def perf_sections(rows: list[AnyRow]) -> list[list[str]]:
            "runner on the CPU; *CPU %*: this process over all cores; *+copy*: inputs copied to the device every "
            "iteration; *+graph*: CUDA graphs. A run is unstable when its latency CV or its windowed throughput "
            "drift exceeds the bound.", ""]
+    names = labels(perf) if several(perf) else None
     for model, rs in by_model(perf).items():
-        out += [f"### {model}", "", perf_table(rs), ""]
-    text, notes = best_table(perf)
+        out += [f"### {model}", "", perf_table(rs, names), ""]
+    text, notes = best_table(perf, names)
     out += ["## Which configuration wins", "",
             "Per model, backend and recipe: the fastest configuration measured, against serial batch 1.", "",
             text, ""]

@@ -41,6 +41,14 @@ def write_plots(report_dir: Path, rows: list[AnyRow]) -> list[str]:
     folder = report_dir / PLOTS
     folder.mkdir(parents=True, exist_ok=True)
     lines = ["## Plots", ""]
+    from .device_id import device_key
+    from .device_report import labels, several
+
+    names = labels(rows) if several(rows) else {}
+
+    def at(r: AnyRow) -> str:  # on several devices, which one
+        return f" @ {names[device_key(r.device)]}" if names else ""
+
     perf = by_model(r for r in rows if isinstance(r, PerfRow) and r.throughput)
     acc = by_model(r for r in rows if isinstance(r, AccuracyRow) and r.metrics.get("rel_l2.p99") is not None)
 
@@ -51,7 +59,7 @@ def write_plots(report_dir: Path, rows: list[AnyRow]) -> list[str]:
     for model, rs in sorted(perf.items()):
         panels: dict[str, list[PerfRow]] = defaultdict(list)
         for r in rs:
-            panels[f"{r.backend} {r.recipe}"].append(r)
+            panels[f"{r.backend} {r.recipe}{at(r)}"].append(r)
         cols = min(2, len(panels))
         nrows = -(-len(panels) // cols)
         fig, axes = plt.subplots(nrows, cols, figsize=(6 * cols, 3.6 * nrows), squeeze=False, sharey=True)
@@ -78,12 +86,12 @@ def write_plots(report_dir: Path, rows: list[AnyRow]) -> list[str]:
     for model, ars in sorted(acc.items()):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         ars = sorted(ars, key=lambda r: (r.backend, str(r.recipe_kind), r.recipe, r.profile))
-        labels = [f"{r.backend} {r.recipe} {r.profile}" for r in ars]
+        bars = [f"{r.backend} {r.recipe} {r.profile}{at(r)}" for r in ars]
         values = [max(float(r.metrics["rel_l2.p99"] or 0.0), 1e-9) for r in ars]
         colors = ["tab:red" if r.status in ("fail", "known failure") else "tab:blue" for r in ars]
         ax.bar(range(len(ars)), values, color=colors)
         ax.set_yscale("log")
-        ax.set_xticks(range(len(ars)), labels, fontsize=5, rotation=90)
+        ax.set_xticks(range(len(ars)), bars, fontsize=5, rotation=90)
         ax.set_ylabel("p99 relative L2 error")
         ax.set_title(f"{model}: accuracy against the FP32 reference (red: gate fails)")
         fig.tight_layout()

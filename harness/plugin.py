@@ -11,6 +11,9 @@ the package is used from a checkout without being installed; the shared name kee
   cases; perf and build cases run when ``-m`` names them;
 * checks at session start (:mod:`harness.preflight`): a bad registry or a selection that selects nothing is a
   usage error (exit 4) with one line, before anything is collected;
+* past one process and one host (:mod:`harness.scaleout`): ``--gpus`` starts one pytest-xdist worker per GPU
+  (``-n auto`` counts GPUs) pinned before CUDA starts, and lets perf cases run on them; ``--shard I/N``
+  keeps this host's part of the tests;
 * markers ``accuracy``, ``perf``, ``build``, ``gpu``, ``tensorrt``, added to generated cases, which are skipped
   with the reason when their backend, device or model is missing;
 * ``--doctor``: at the end, on the controller, the precision doctor (:mod:`harness.doctor`) on the failed
@@ -110,6 +113,13 @@ def is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    from .scaleout import auto_workers
+
+    return auto_workers(config, _lookup(config))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS:
         config.addinivalue_line("markers", f"{name}: {text}")
@@ -125,21 +135,25 @@ def pytest_configure(config: pytest.Config) -> None:
     except HarnessError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[SESSION_KEY] = hs
+    from .scaleout import configure
+
+    configure(config, _lookup(config), registry=hs is not None)  # GPUs and CPUs, before anything starts CUDA
     if hs is not None and config.pluginmanager.hasplugin("xdist"):
-        from .xdist_support import XdistHooks, refuse_perf_under_xdist
+        from .xdist_support import XdistHooks
 
         config.pluginmanager.register(XdistHooks(hs, config, GENERATED_KEY), "harness-xdist")
-        refuse_perf_under_xdist(config)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
+    from .scaleout import header
+
     hs = config.stash.get(SESSION_KEY, None)
     lines = [f"harness: {config.stash[SETUP_KEY]}"] if SETUP_KEY in config.stash else []
     if hs is not None:
         s = hs.settings
         lines.append(f"harness: registry {s.registry}, reports {s.report_dir}, engine cache {s.cache_dir}"
                      + (f", baseline {s.baseline}" if s.baseline else ""))
-    return lines
+    return lines + header(config, hs.settings.cache_dir if hs is not None else None)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -177,13 +191,16 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    from .scaleout import unconfigure
+
     hs = config.stash.get(SESSION_KEY, None)
     if hs is not None:
         hs.close()
+    unconfigure(config)
 
 
 def _case_marks(hs: HarnessSession, model: str, backend: str, recipe: str | None, kind: str,
-                reason: str | None = None) -> list[Any]:
+                config: pytest.Config, reason: str | None = None) -> list[Any]:
     from .backends import get_backend
 
     marks: list[Any] = [getattr(pytest.mark, kind)]
@@ -193,6 +210,10 @@ def _case_marks(hs: HarnessSession, model: str, backend: str, recipe: str | None
     if b.needs_tensorrt:
         marks.append(pytest.mark.tensorrt)
     reason = reason or (hs.skip_reason(model, backend, recipe, build_only=kind == "build") if model else None)
+    if reason is None and kind == "perf" and not b.on_gpu:
+        from .xdist_support import cpu_perf_skip
+
+        reason = cpu_perf_skip(config)
     if reason:
         marks.append(pytest.mark.skip(reason=reason))
     return marks
@@ -210,23 +231,24 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.config.stash[GENERATED_KEY] = True
     try:
         if "accuracy_case" in wanted:
-            params = [pytest.param(c, id=c.id, marks=_case_marks(hs, c.model, c.backend, c.recipe, "accuracy"))
+            params = [pytest.param(c, id=c.id, marks=_case_marks(hs, c.model, c.backend, c.recipe, "accuracy", metafunc.config))
                       for c in hs.accuracy_cases()]
             metafunc.parametrize("accuracy_case", params)
         if "build_case" in wanted:
-            params = [pytest.param(c, id=c.id, marks=_case_marks(hs, c.model, c.backend, c.recipe, "build"))
+            params = [pytest.param(c, id=c.id, marks=_case_marks(hs, c.model, c.backend, c.recipe, "build", metafunc.config))
                       for c in hs.accuracy_cases(build_only=True)]
             metafunc.parametrize("build_case", params)
         if "perf_case" in wanted:
             from .perf import perf_cases
 
-            params = [pytest.param(c, id=c.id, marks=_case_marks(hs, c.model, c.backend, c.recipe, "perf"))
+            params = [pytest.param(c, id=c.id, marks=_case_marks(hs, c.model, c.backend, c.recipe, "perf", metafunc.config))
                       for c in perf_cases(hs)]
             metafunc.parametrize("perf_case", params)
         if "station_case" in wanted:
             from .stations.check import skip_reason, station_cases
 
-            params = [pytest.param(c, id=c.id, marks=_case_marks(hs, "", c.backend, None, "perf", skip_reason(hs, c)))
+            params = [pytest.param(c, id=c.id, marks=_case_marks(hs, "", c.backend, None, "perf", metafunc.config,
+                                                               skip_reason(hs, c)))
                       for c in station_cases(hs)]
             # no station selected (none in the registry, or --models selects none): deselected, instead of
             # pytest's "empty parameter set" skip in every perf run of a few models
@@ -236,15 +258,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.stash.get(SESSION_KEY, None) is None:
-        return
-    from .collect import split
+    from .scaleout import shard_items
 
-    keep, drop = split(items, config)
-    empty = [item for item in keep if item.get_closest_marker(_NO_CASES.name) is not None]
-    if empty:
+    if config.stash.get(SESSION_KEY, None) is not None:
+        from .collect import split
+
+        keep, drop = split(items, config)
+        # a generated test with no cases (no station selected) is deselected, not skipped
+        drop += [item for item in keep if item.get_closest_marker(_NO_CASES.name) is not None]
         keep = [item for item in keep if item.get_closest_marker(_NO_CASES.name) is None]
-        drop += empty
+        if drop:
+            items[:] = keep
+            config.hook.pytest_deselected(items=drop)
+    keep, drop = shard_items(config, items)  # after split: a shard of what runs
     if drop:
         items[:] = keep
         config.hook.pytest_deselected(items=drop)
@@ -253,8 +279,12 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     if is_worker(config):
-        # tell the controller (which collects nothing itself under xdist) whether harness cases were generated
+        from .scaleout import SHARD_KEY
+
+        # tell the controller (which collects nothing itself under xdist) whether harness cases were generated,
+        # and what --shard kept
         config.workeroutput["harness_generated"] = bool(config.stash.get(GENERATED_KEY, False))  # type: ignore[attr-defined]
+        config.workeroutput["harness_shard"] = config.stash.get(SHARD_KEY, "")  # type: ignore[attr-defined]
         return
     hs = config.stash.get(SESSION_KEY, None)
     if hs is None:
@@ -274,8 +304,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    from .scaleout import SHARD_KEY
+
     summary: list[str] = config.stash.get(SUMMARY_KEY, [])
-    lines = list(summary)
+    lines = ([config.stash[SHARD_KEY]] if config.stash.get(SHARD_KEY, "") else []) + list(summary)
     hs = config.stash.get(SESSION_KEY, None)
     if hs is not None and _collects_harness_cases(config):
         try:

@@ -4,9 +4,9 @@ One accuracy table per model (backend, recipe, profile, samples, the error stati
 verdict, plus how the artifact was built), the failures with their worst samples, and the environment.
 The perf section is rendered by :mod:`harness.perf_report`, the stations by :mod:`harness.stations.report`
 (which writes its plot beside the report), the precision doctor's findings by :mod:`harness.doctor.report`, the
-comparison with a baseline by
-:mod:`harness.compare`, the trends over a history database by :mod:`harness.trends`. Everything reads
-typed rows (:mod:`harness.rows`).
+comparison with a baseline by :mod:`harness.compare`, the trends over a history database by :mod:`harness.trends`, the same cases on several devices side by side by
+:mod:`harness.device_report` (the tables then get a *device* column). Everything reads typed rows
+(:mod:`harness.rows`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from typing import Any
 from tabulate import tabulate
 
 from .accuracy import fmt
+from .device_id import device_key
+from .device_report import cross_device_section, labels, several
 from .results import RESULTS, Results, by_model, load_results, write_text_atomic
 from .rows import AccuracyRow, AnyRow, BuildRow
 
@@ -120,6 +122,7 @@ def accuracy_section(rows: list[AnyRow]) -> list[str]:
     acc = [r for r in rows if isinstance(r, AccuracyRow)]
     if not acc:
         return []
+    names = labels(rows) if several(rows) else {}
     out = ["## Accuracy against the ONNX Runtime FP32 reference", "",
            "Per sample: relative L2 error `‖y−r‖/‖r‖`; *share > 1 %* is the share of samples whose relative "
            "error exceeds 1 %; *cosine p1*: 99 % of samples have at least this cosine similarity; *top-1* is "
@@ -134,6 +137,7 @@ def accuracy_section(rows: list[AnyRow]) -> list[str]:
         for r in arows:
             m = r.metrics
             table.append([
+                *([names[device_key(r.device)]] if names else []),
                 r.backend, r.recipe, r.profile, calibration_label(r), _num(r.samples),
                 _num(m.get("rel_l2.mean")), _num(m.get("rel_l2.p99")), _num(m.get("rel_l2.max")),
                 _pct(m.get("rel_l2.share_over_0.01")), _num(m.get("cosine.min")), _num(m.get("cosine.p1")),
@@ -142,7 +146,8 @@ def accuracy_section(rows: list[AnyRow]) -> list[str]:
                 "; ".join(sorted({b.budget for b in r.budgets})) or "–",
                 STATUS_MARK.get(r.status, r.status),
             ])
-        out.append(tabulate(table, headers=["backend", "recipe", "profile", "calibration", "samples", "rel_l2 mean",
+        out.append(tabulate(table, headers=[*(["device"] if names else []), "backend", "recipe", "profile",
+                                            "calibration", "samples", "rel_l2 mean",
                                             "rel_l2 p99",
                                             "rel_l2 max", "share > 1 %", "cosine min", "cosine p1", "top-1",
                                             *(["task metrics"] if tasks else []), "budgets", "status"],
@@ -260,7 +265,8 @@ def render(data: Results, *, extra_sections: Iterable[list[str]] = (), report_di
     from .perf_report import perf_sections
     from .stations.report import station_section
 
-    parts = [head, accuracy_section(rows), int8_section(rows), *perf_sections(rows), station_section(rows, report_dir),
+    parts = [head, cross_device_section(rows), accuracy_section(rows), int8_section(rows), *perf_sections(rows),
+             station_section(rows, report_dir),
              build_section(rows),
              failures_section(rows),
              doctor_section(rows),

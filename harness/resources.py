@@ -2,7 +2,9 @@
 
 CPU utilisation is this process's CPU time over the window divided by wall time and by the cores it may
 use (100 % = every core busy); peak RSS is sampled. On a GPU machine NVML gives utilisation (mean of the
-samples) and device memory used (peak), for the GPU the backend runs on.
+samples) and device memory used (peak), for the GPU the backend runs on (``gpu_index``: NVML's numbering),
+and the mean utilisation of every GPU on the host over the same window (``gpu_util_by_index``), which shows
+whether the other GPUs were busy at the same time (one pytest-xdist worker per GPU: harness.devices).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ class ResourceMonitor:
         self._gpu_mem_peak = 0
         self._nvml: Any = None
         self._handle: Any = None
+        self._all: list[Any] = []  # every GPU's handle, for gpu_util_by_index
+        self._all_util: dict[int, list[float]] = {}
         self.result: dict[str, Any] = {}
 
     def __enter__(self) -> ResourceMonitor:
@@ -40,6 +44,7 @@ class ResourceMonitor:
                 pynvml.nvmlInit()
                 self._nvml = pynvml
                 self._handle = pynvml.nvmlDeviceGetHandleByIndex(self.gpu_index)
+                self._all = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
             except Exception:  # no NVML: GPU columns stay empty
                 self._nvml = None
         self._sample()
@@ -61,6 +66,8 @@ class ResourceMonitor:
                 self._gpu_util.append(float(self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu))
                 used = self._nvml.nvmlDeviceGetMemoryInfo(self._handle).used
                 self._gpu_mem_peak = max(self._gpu_mem_peak, int(used))
+                for i, h in enumerate(self._all):
+                    self._all_util.setdefault(i, []).append(float(self._nvml.nvmlDeviceGetUtilizationRates(h).gpu))
             except Exception:
                 pass
 
@@ -79,3 +86,5 @@ class ResourceMonitor:
         if self._nvml is not None:
             self.result["gpu_util"] = sum(self._gpu_util) / len(self._gpu_util) if self._gpu_util else None
             self.result["gpu_mem_peak_mb"] = self._gpu_mem_peak / 2**20
+            if len(self._all_util) > 1:
+                self.result["gpu_util_by_index"] = {str(i): sum(u) / len(u) for i, u in self._all_util.items() if u}

@@ -17,8 +17,10 @@ Nothing written is lost:
 * a ``results.json`` that cannot be read (not JSON, not a results file, a row that fails validation) is
   never overwritten: it is renamed aside with a warning naming both paths, and rebuilt from the row files.
 
-Of two rows with the same key the one from the later run (``run_id`` starts with its start time) wins, so
-merging is idempotent and the order runs are folded in does not matter. Rows are typed
+Of two rows with the same key (the case and the device it ran on: :meth:`harness.rows.Row.key`) the one from
+the later run (``run_id`` starts with its start time) wins, so merging is idempotent and the order runs are
+folded in does not matter; the same case on two devices is two rows. A GPU row written before rows had a
+device (schema < 3: no UUID) gives way to a newer row of the same case on the same host and GPU index. Rows are typed
 (:mod:`harness.rows`) and validated when read; errors name the file and line.
 """
 
@@ -245,6 +247,7 @@ def _merge_locked(report_dir: Path, environment: dict[str, Any] | None) -> Merge
         runs[run] = size
         out.merged_runs.append(run)
     out.new_rows = len(changed)
+    drop_superseded_legacy(merged)
     if existing is not None and not out.merged_runs:
         out.results = existing
         return out
@@ -257,6 +260,24 @@ def _merge_locked(report_dir: Path, environment: dict[str, Any] | None) -> Merge
     out.results = Results(sort_rows(merged.values()), env, time.strftime("%Y-%m-%dT%H:%M:%S%z"), last, runs)
     write_json_atomic(path, out.results.to_dict())
     return out
+
+
+def drop_superseded_legacy(merged: dict[tuple[str, ...], AnyRow]) -> None:
+    """Remove GPU rows migrated from before devices had UUIDs where a newer row of the same case ran on the
+    same host and GPU index: the same GPU, as far as such a row can tell, so the newer row replaces it."""
+    def slot(r: AnyRow) -> tuple[Any, ...] | None:
+        d = r.device
+        return (r.case_key(), d.get("host"), d.get("index")) if d.get("kind") == "gpu" else None
+
+    current: dict[tuple[Any, ...], AnyRow] = {}
+    for r in merged.values():
+        s = slot(r)
+        if s is not None and r.device.get("uuid") and (s not in current or newer(r, current[s])):
+            current[s] = r
+    for k, r in list(merged.items()):
+        s = slot(r)
+        if s is not None and not r.device.get("uuid") and s in current and newer(current[s], r):
+            del merged[k]
 
 
 def keep_aside(path: Path) -> Path:

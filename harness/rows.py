@@ -1,7 +1,7 @@
 """Result rows: one typed, versioned schema that the checks fill and every reader validates.
 
-A row is one test's outcome (or one doctor's diagnosis), one JSON object per line in ``rows/<run>/<worker>.jsonl`` and one element of
-``results.json``'s ``rows``. Five types, one dataclass each:
+A row is one test's outcome (or one doctor's diagnosis), one JSON object per line in
+``rows/<run>/<worker>.jsonl`` and one element of ``results.json``'s ``rows``. Five types, one dataclass each:
 
 ``accuracy``  :class:`AccuracyRow`  a case's error statistics against the FP32 reference, its budgets, verdict
 ``perf``      :class:`PerfRow`      a timed configuration: throughput, latency percentiles, a latency histogram
@@ -9,15 +9,20 @@ A row is one test's outcome (or one doctor's diagnosis), one JSON object per lin
 ``station``   :class:`StationRow`   a station (several models per frame) timed in one mode: cycle time per frame
 ``doctor``    :class:`DoctorRow`    the precision doctor on a failing case: where the error starts, the fix found
 
-Every row carries its identity (model, backend, recipe, profile, and for perf the mode, batch, N...), its
+Every row carries its case (model, backend, recipe, profile, and for perf the mode, batch, N...), the
+``device`` it ran on (host, and the GPU's index, name and UUID or the CPU's model: :mod:`harness.device_id`), its
 ``status``, where it was made (``run_id``, ``worker``, ``time``) and the machine (``env``, see
-:data:`ENV_FIELDS`). On disk a row is flat JSON with ``"schema": SCHEMA_VERSION``.
+:data:`ENV_FIELDS`). A row's key is its case and its device, so that rows of one case from two GPUs or two
+hosts never replace each other (:meth:`Row.key`; :meth:`Row.case_key` leaves the device out). On disk a row
+is flat JSON with ``"schema": SCHEMA_VERSION``.
 
 Reading (:func:`parse_row`) is strict about what identifies a row and about the type of every declared
 field, and lenient about the rest: a key this version does not declare is kept in ``extra`` and written
 back unchanged, so rows from a newer harness (or fields added on another branch) survive a merge.
 Errors name the file and line. Versions: rows written before the schema existed have no ``schema`` key
-and are version 1; :func:`migrate` brings them to the current version.
+and are version 1; version 2 rows have no ``device``; version 4 added the ``doctor`` type (no row of another
+type changed, but a version 3 reader must refuse a doctor row as newer, not as an unknown type);
+:func:`migrate` brings older rows to the current version.
 
 Nested statistics stay mappings: ``metrics`` {"rel_l2.p99": ...}, ``latency_ms`` {"p50": ...}.
 """
@@ -34,7 +39,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-SCHEMA_VERSION = 3
+from .device_id import device_key, device_of
+
+SCHEMA_VERSION = 4
 log = logging.getLogger(__name__)
 
 # the machine's facts every row carries under "env" (flat; plus "pkg.<name>": version per package).
@@ -43,7 +50,13 @@ ENV_FIELDS: dict[str, type | tuple[type, ...]] = {
     "host": str, "os": str, "python": str, "cpu": str, "cores": int, "memory_gb": (int, float),
     "gpu": str, "gpu_cc": str, "driver": str, "cuda_driver": str, "gpu_count": int, "cuda_runtime": (str, int),
     "cudnn": str, "cpu_features": list, "cpu_int8_kernels": str,
+    # the GPU this process runs on (CUDA device 0 here: the first of CUDA_VISIBLE_DEVICES), as NVML numbers it
+    "gpu_index": int, "gpu_uuid": str,
+    # the CPUs this process may run on ("0-15,32-47"), and why, where the harness pinned them (harness.devices)
+    "cpu_affinity": str, "cpu_affinity_from": str,
 }
+# the backends that ran on a GPU when rows had no device field (schema < 3): frozen, it describes old rows
+_GPU_BACKENDS_BEFORE_V3 = ("ort_cuda", "tensorrt", "tensorrt_rtx")
 
 
 class RowError(ValueError):
@@ -96,8 +109,9 @@ def split_budget_label(label: str) -> tuple[str, str, float | None]:
 
 @dataclass(kw_only=True)
 class Row:
-    """What every row has. Subclasses add their type's fields; ``KEY`` names the fields that identify a case
-    (a newer row with the same key replaces an older one in results.json)."""
+    """What every row has. Subclasses add their type's fields; ``KEY`` names the fields that identify a case;
+    the row's key is the case and its ``device`` (a newer row with the same key replaces an older one in
+    results.json; the same case on another device is another row)."""
 
     TYPE: ClassVar[str] = ""
     KEY: ClassVar[tuple[str, ...]] = ("model", "backend", "recipe", "profile")
@@ -114,11 +128,17 @@ class Row:
     run_id: str = ""
     worker: str = ""
     time: str = ""
+    device: dict[str, Any] = field(default_factory=dict)  # where it ran: device_of(env, on_gpu)
     env: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not declare, kept as read
 
-    def key(self) -> tuple[str, ...]:
+    def case_key(self) -> tuple[str, ...]:
+        """The case, whatever device it ran on: type and the ``KEY`` fields."""
         return (self.TYPE, *(str(getattr(self, k)) for k in self.KEY))
+
+    def key(self) -> tuple[str, ...]:
+        """The case on its device: what identifies a row in results.json."""
+        return (*self.case_key(), device_key(self.device))
 
     @property
     def label(self) -> str:
@@ -344,7 +364,7 @@ class DoctorRow(Row):
     """The precision doctor on one failing accuracy case (:mod:`harness.doctor`): where the error starts (the
     nodes most sensitive, and the first whose error passes the budgets' scale), the smallest keep_fp32 list
     found that makes the gate pass, the recipe written for it, and its price in serial throughput. ``status``:
-    ``fixed``, ``no fix``, ``passes`` (the gate held already: nothing to fix) or ``error``. Added in schema 3
+    ``fixed``, ``no fix``, ``passes`` (the gate held already: nothing to fix) or ``error``. Added in schema 4
     (a new type: no row of another type changed)."""
 
     TYPE: ClassVar[str] = "doctor"
@@ -403,6 +423,15 @@ def migrate(data: dict[str, Any], version: int) -> dict[str, Any]:
         # version 1 budgets had only label, output, value and verdict: :func:`_budget` reads the statistic,
         # comparison and bound from the label (whatever the version), so compare and history can match them
         data.pop("variant", None)  # a key field no writer ever set
+    if version < 3 and not isinstance(data.get("device"), dict):
+        # the device from the row's environment: the harness then always ran on CUDA device 0, which without
+        # CUDA_VISIBLE_DEVICES is NVML's GPU 0; no UUID was recorded (results.merge lets a newer row of the
+        # same case on the same host and GPU index replace such a row)
+        env = data.get("env")
+        device = device_of(env if isinstance(env, dict) else {}, data.get("backend") in _GPU_BACKENDS_BEFORE_V3)
+        if device["kind"] == "gpu" and device["index"] is None:
+            device["index"] = 0
+        data["device"] = device
     data["schema"] = SCHEMA_VERSION
     return data
 

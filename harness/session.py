@@ -16,6 +16,7 @@ from typing import Any
 
 from .backends import BACKENDS, get_backend
 from .cache import Cache
+from .device_id import device_of
 from .environment import environment
 from .errors import HarnessError
 from .layout import Layout
@@ -129,13 +130,16 @@ class HarnessSession:
         return self.settings.report_dir / ROWS / self.run_id
 
     def write_row(self, row: Row) -> None:
-        """Stamp the row with this run, worker, time and machine, and append it to this process's file."""
+        """Stamp the row with this run, worker, time, machine and device, and append it to this process's file."""
         if self._writer is None:
             self._writer = RowWriter(self.rows_dir / f"{self.worker}.jsonl")
         row.run_id = row.run_id or self.run_id
         row.worker = row.worker or self.worker
         row.time = row.time or time.strftime("%Y-%m-%dT%H:%M:%S%z")
         row.env = row.env or environment()
+        if not row.device:
+            # the GPU this process runs on for a GPU backend, else the host's CPU: part of the row's key
+            row.device = device_of(row.env, row.backend in BACKENDS and get_backend(row.backend).on_gpu)
         self._writer.write(row.to_dict())
         self.last_row = row
 

@@ -225,10 +225,12 @@ def _comments(row: DoctorRow, keep: list[str], candidates: int, *, before: dict[
 
 def failed_cases(rows: list[Any]) -> list[AccuracyCase]:
     """The accuracy cases of a run whose gate failed, known failures included (a failed gate either way),
-    unexpected failures first."""
+    unexpected failures first, each case once whatever the devices it failed on."""
     failed = [r for r in rows if isinstance(r, AccuracyRow) and r.status in ("fail", "known failure")]
     failed.sort(key=lambda r: (r.status != "fail", r.label))
-    return [AccuracyCase(r.model, r.backend, r.recipe, r.profile) for r in failed]
+    # a case failed on several GPUs is one case to the doctor, which runs on the controller's device
+    cases = {(r.model, r.backend, r.recipe, r.profile): None for r in failed}
+    return [AccuracyCase(*c) for c in cases]
 
 
 def doctor_session(hs: HarnessSession, rows: list[Any], options: DoctorOptions,

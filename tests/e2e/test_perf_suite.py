@@ -36,7 +36,7 @@ def test_perf_tests_are_refused_under_xdist_while_accuracy_tests_parallelize(pro
     for expr in ("perf", "perf or accuracy", "perf and not gpu"):
         result = project.run("-m", expr, *QUICK, "-n", "2")
         assert result.ret == pytest.ExitCode.USAGE_ERROR, expr
-        assert "run `pytest -m perf` without -n" in result.stderr.str()
+        assert "run `pytest -m perf` without -n, or give every worker a GPU of its own" in result.stderr.str()
     # perf cases run only when -m names them: an expression that does not selects none, and is not refused
     result = project.run("-m", "not accuracy", *QUICK, "-n", "2")
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED and "without -n" not in result.stderr.str()

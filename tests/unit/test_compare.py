@@ -184,3 +184,51 @@ def test_a_station_whose_cycle_time_grew_is_a_regression_and_an_unstable_one_inc
     assert cmp.changes[0].label == "vision-ort_cuda-fp32-dynamic-threadpool-4-True-False"
     assert verdicts(compare_rows([station(20.0, seed=1)], [station(23.0, seed=2, status="unstable")])) == \
         {"p50 ms": "inconclusive"}
+
+
+def on(row, host: str, gpu: str, index: int = 0):
+    """The same row as if it ran on another device."""
+    data = row.to_dict()
+    data.update(schema=3, backend="ort_cuda", device={"host": host, "kind": "gpu", "name": gpu, "index": index,
+                                                      "uuid": f"GPU-{host}-{index}"})
+    return parse_row(data, "test")
+
+
+def test_compare_pairs_like_with_like_and_names_the_devices():
+    base = [on(acc("pass", 0.004), "node1", "NVIDIA H200", 0), on(acc("pass", 0.004), "node1", "NVIDIA H200", 1)]
+    # the candidate ran on another H200 host: each GPU against the same index of the baseline's class
+    new = [on(acc("pass", 0.004), "node2", "NVIDIA H200", 1), on(acc("fail", 0.004), "node2", "NVIDIA H200", 0)]
+    cmp = compare_rows(base, new)
+    assert not cmp.missing and not cmp.new
+    (change,) = cmp.changes
+    assert change.regression and change.label == "ranker-ort_cuda-int8-dynamic @ node2 gpu0"
+    assert "node2 gpu0 (NVIDIA H200) against node1 gpu0 (NVIDIA H200)" in cmp.pairings
+
+
+def test_another_device_class_is_not_compared_unless_asked():
+    base = [on(perf(1.0), "node1", "NVIDIA H200")]
+    new = [on(perf(1.5, seed=1), "node3", "NVIDIA H100")]
+    cmp = compare_rows(base, new)
+    assert not cmp.changes and cmp.new == [f"{new[0].label} @ node3 gpu0"]
+    (case, why) = cmp.missing[0]
+    assert "only on another kind of device (node3 gpu0 (NVIDIA H100)); compare across devices with --across-devices" in why
+    across = compare_rows(base, new, across_devices=True)
+    assert verdicts(across) == {"p50 ms": "regression", "p99 ms": "regression"} and not across.missing
+    assert across.pairings == ["node3 gpu0 (NVIDIA H100) against node1 gpu0 (NVIDIA H200)"]
+
+
+def test_a_recipe_that_became_a_no_op_is_a_regression():
+    """A pass that turns into "no-op" (the recipe now converts or quantizes nothing) is lost coverage."""
+    cmp = compare_rows([acc("pass", 0.004)], [acc("no-op", 0.0)])
+    (change,) = [c for c in cmp.changes if c.what == "status"]
+    assert (change.before, change.after, change.verdict) == ("pass", "no-op", "regression") and cmp.failed()
+    back = compare_rows([acc("no-op", 0.0)], [acc("pass", 0.004)])
+    assert [c.verdict for c in back.changes if c.what == "status"] == ["change"] and not back.failed()
+
+
+def test_a_doctor_row_the_candidate_lacks_is_not_a_missing_case():
+    # the doctor runs only on failed gates: tonight's gate passing leaves no diagnosis, and that is no lost case
+    doc = parse_row({"schema": 4, "type": "doctor", "model": "ranker", "backend": "ort_cpu", "recipe": "int8",
+                     "profile": "dynamic", "status": "fixed", "keep_fp32": ["a"]}, "test")
+    cmp = compare_rows([acc("fail", 0.02), doc], [acc("pass", 0.004)])
+    assert not cmp.missing and not cmp.failed() and cmp.count("improvement") >= 1

@@ -102,3 +102,31 @@ def test_a_line_cut_short_by_a_crash_is_skipped_and_a_bad_row_is_named_by_file_a
     assert any(w.startswith(f"{path}:2: accuracy row field 'batch'") and "stays in the file" in w
                for w in outcome.warnings), outcome.warnings
     assert any(w.startswith(f"{path}:4: skipped a line cut short") for w in outcome.warnings), outcome.warnings
+
+
+def gpu_row(run: str, index: int, uuid: str | None, p99: float) -> AccuracyRow:
+    device = {"host": "h", "kind": "gpu", "name": "NVIDIA H200", "index": index, **({"uuid": uuid} if uuid else {})}
+    return AccuracyRow(id="ranker-ort_cuda-fp16-dynamic", model="ranker", backend="ort_cuda", recipe="fp16",
+                       profile="dynamic", status="pass", run_id=run, time=f"{run[:8]}T00:00:00",
+                       metrics={"rel_l2.p99": p99}, device=device, env={"host": "h"})
+
+
+def test_rows_of_one_case_on_two_gpus_never_replace_each_other(tmp_path):
+    write_run(tmp_path, "20250101-000000-aaaaaa", [gpu_row("20250101-000000-aaaaaa", 0, "GPU-a", 0.001)], "gw0")
+    write_run(tmp_path, "20250101-000000-aaaaaa", [gpu_row("20250101-000000-aaaaaa", 1, "GPU-b", 0.002)], "gw1")
+    merge_pending(tmp_path)
+    assert sorted(r.device["index"] for r in load_results(tmp_path).rows) == [0, 1]
+    # the next night the case runs on GPU 1 only: it replaces GPU 1's row, GPU 0's stays
+    write_run(tmp_path, "20250102-000000-bbbbbb", [gpu_row("20250102-000000-bbbbbb", 1, "GPU-b", 0.003)])
+    merge_pending(tmp_path)
+    assert {r.device["index"]: r.metrics["rel_l2.p99"] for r in load_results(tmp_path).rows} == {0: 0.001, 1: 0.003}
+
+
+def test_a_gpu_row_from_before_devices_gives_way_to_a_newer_row_on_the_same_host_and_gpu_index(tmp_path):
+    old = gpu_row("20250101-000000-aaaaaa", 0, None, 0.001)  # migrated from schema 2: no UUID
+    other = gpu_row("20250101-000000-aaaaaa", 3, None, 0.001)
+    write_run(tmp_path, "20250101-000000-aaaaaa", [old, other])
+    write_run(tmp_path, "20250102-000000-bbbbbb", [gpu_row("20250102-000000-bbbbbb", 0, "GPU-a", 0.002)])
+    merge_pending(tmp_path)
+    rows = load_results(tmp_path).rows
+    assert sorted((r.device["index"], r.device.get("uuid")) for r in rows) == [(0, "GPU-a"), (3, None)]

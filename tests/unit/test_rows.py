@@ -64,7 +64,9 @@ def test_a_perf_row_needs_its_key_fields():
                      "batch": 4, "throughput": 10, "latency_ms": {"p50": 1.5, "p99": 3.0}, "status": "unstable",
                      "stable": False}, "f:2")
     assert isinstance(row, PerfRow) and row.concurrency == 1 and row.resident and row.throughput == 10
-    assert row.key() == ("perf", "m", "b", "r", "p", "serial", "4", "1", "True", "False")
+    assert row.case_key() == ("perf", "m", "b", "r", "p", "serial", "4", "1", "True", "False")
+    # a row from before devices (no schema key) ran where its env says: here nothing, an unnamed CPU
+    assert row.device == {"host": "", "kind": "cpu", "name": ""} and row.key() == (*row.case_key(), "|cpu|||")
     assert dict(junit_properties(row)) == {"status": "unstable", "throughput": "10", "p50_ms": "1.5",
                                            "p99_ms": "3", "stable": "no"}
 
@@ -72,3 +74,47 @@ def test_a_perf_row_needs_its_key_fields():
 def test_accuracy_junit_properties_are_the_budgeted_statistics():
     row = parse_row(V1_ACCURACY, "r")
     assert dict(junit_properties(row)) == {"status": "pass", "p99(rel_l2)": "0.004", "mean(top1)": "0.998"}
+
+
+# a GPU row as schema 2 wrote it: the machine in env, no device
+V2_GPU = {"schema": 2, "type": "accuracy", "id": "classifier-ort_cuda-fp16-dynamic", "model": "classifier",
+          "backend": "ort_cuda", "recipe": "fp16", "profile": "dynamic", "status": "pass", "run_id": "r2",
+          "env": {"host": "node1", "cpu": "Xeon", "gpu": "NVIDIA H200", "gpu_count": 2}}
+
+
+def test_a_version_2_row_gets_its_device_from_its_environment():
+    gpu = parse_row(V2_GPU, "r")
+    # the harness then always ran on CUDA device 0: NVML's GPU 0; no UUID was recorded
+    assert gpu.device == {"host": "node1", "kind": "gpu", "name": "NVIDIA H200", "index": 0}
+    cpu = parse_row({**V2_GPU, "backend": "ort_cpu"}, "r")
+    assert cpu.device == {"host": "node1", "kind": "cpu", "name": "Xeon"}
+    again = parse_row(json.loads(json.dumps(gpu.to_dict())), "again")
+    assert again.device == gpu.device and gpu.to_dict()["schema"] == SCHEMA_VERSION == 4
+
+
+def test_the_same_case_on_two_gpus_or_two_hosts_has_two_keys_and_one_case_key():
+    from harness.device_id import device_class, device_of
+
+    env = {"host": "node1", "cpu": "Xeon", "gpu": "NVIDIA H200", "gpu_index": 0, "gpu_uuid": "GPU-aaaa"}
+    rows = [parse_row({**V2_GPU, "schema": 3, "device": device_of(e, on_gpu=True)}, "r") for e in
+            (env, {**env, "gpu_index": 1, "gpu_uuid": "GPU-bbbb"}, {**env, "host": "node2", "gpu_uuid": "GPU-cccc"})]
+    assert len({r.key() for r in rows}) == 3 and len({r.case_key() for r in rows}) == 1
+    assert {device_class(r.device) for r in rows} == {("gpu", "NVIDIA H200")}
+    assert rows[1].key()[-1] == "node1|gpu|1|NVIDIA H200|GPU-bbbb"
+    # a CPU backend's row names the host's CPU, whichever GPU its process was pinned to
+    assert device_of(env, on_gpu=False) == {"host": "node1", "kind": "cpu", "name": "Xeon"}
+
+
+def test_a_doctor_row_is_schema_4_keyed_by_its_case_and_device_and_a_schema_3_row_reads_unchanged():
+    from harness.rows import DoctorRow
+
+    v3 = {**V2_GPU, "schema": 3, "device": {"host": "node1", "kind": "gpu", "name": "NVIDIA H200", "index": 1}}
+    assert parse_row(v3, "r").to_dict() == {**parse_row(v3, "r").to_dict(), **v3, "schema": 4}
+    doc = DoctorRow(id="ocr_rec-ort_cpu-int8-minmax-dynamic", model="ocr_rec", backend="ort_cpu",
+                    recipe="int8-minmax", profile="dynamic", status="fixed", keep_fp32=["a", "b"],
+                    device={"host": "h", "kind": "cpu", "name": "EPYC"},
+                    price={"throughput": {"fixed": 24.0, "failing": 32.0, "fp32": 46.0}})
+    out = json.loads(json.dumps(doc.to_dict()))
+    assert out["schema"] == 4 and parse_row(out, "r") == doc
+    assert doc.key() == ("doctor", "ocr_rec", "ort_cpu", "int8-minmax", "dynamic", "h|cpu||EPYC|")
+    assert dict(junit_properties(doc)) == {"status": "fixed", "keep_fp32": "2", "price": "0.75"}

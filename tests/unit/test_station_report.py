@@ -61,6 +61,6 @@ def test_station_rows_round_trip_through_the_schema_and_carry_their_numbers():
     r = row("threadpool", 8, 80.0)
     back = parse_row(r.to_dict(), "rows.jsonl:1")
     assert isinstance(back, StationRow) and back == r and back.key() == r.key()
-    assert back.key() == ("station", "pair", "ort_cuda", "fp32", "dynamic", "threadpool", "8", "True", "False")
+    assert back.case_key() == ("station", "pair", "ort_cuda", "fp32", "dynamic", "threadpool", "8", "True", "False")
     props = dict(junit_properties(back))
     assert props["fps"] == "12.5" and props["cycle_mean_ms"] == "80" and props["stable"] == "yes"
