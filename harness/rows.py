@@ -382,6 +382,8 @@ class DoctorRow(Row):
     gate_before: dict[str, Any] = field(default_factory=dict)  # GateResult.to_dict() of the failing recipe
     gate_after: dict[str, Any] = field(default_factory=dict)  # of the fixed recipe, re-gated from its TOML
     keep_fp32: list[str] = field(default_factory=list)
+    # int8: kept nodes that still read an input through a Q/DQ pair (quantized for another reader), with those inputs
+    kept_read_dequantized: dict[str, list[str]] = field(default_factory=dict)
     fixed_recipe: str | None = None
     toml: str | None = None
     toml_path: str | None = None

@@ -57,6 +57,18 @@ def node_table(row: DoctorRow) -> list[str]:
                      disable_numparse=True), ""]
 
 
+def reads_lines(row: DoctorRow) -> list[str]:
+    """INT8: what keeping a node does in ONNX Runtime's quantizer, where it is not the whole node."""
+    if row.recipe_kind != "int8" or not row.keep_fp32:
+        return []
+    if not row.kept_read_dequantized:
+        return ["The kept nodes have FP32 weights and arithmetic and read their inputs unquantized."]
+    read = "; ".join(f"{n} (`{'`, `'.join(ts)}`)" for n, ts in row.kept_read_dequantized.items())
+    return [f"The kept nodes have FP32 weights and arithmetic; {len(row.kept_read_dequantized)} of them still read "
+            f"an input through a Q/DQ pair, because a quantized node reads it too (ONNX Runtime quantizes a tensor "
+            f"once for all its readers): {read}."]
+
+
 def doctor_section(rows: Iterable[Any]) -> list[str]:
     doc = sorted((r for r in rows if isinstance(r, DoctorRow)), key=lambda r: r.label)
     if not doc:
@@ -90,6 +102,7 @@ def doctor_section(rows: Iterable[Any]) -> list[str]:
             out.append(f"Keeps **{len(r.keep_fp32)} of {r.candidates}** {kind} nodes in FP32, found in "
                        f"{len(r.search)} gates ({sum(s['seconds'] for s in r.search):.0f} s)"
                        + (f"; {r.reason}" if r.reason else "") + ".")
+            out += reads_lines(r)
             out += ["", "```toml", (r.toml or "").rstrip(), "```", ""]
             out += price_lines(r)
         else:
@@ -114,6 +127,9 @@ def terminal_lines(rows: Iterable[DoctorRow]) -> list[str]:
             cost = ", ".join(f"{tp['fixed'] / tp[k]:.2f}x {k}" for k in ("failing", "fp32") if tp.get(k))
             lines.append(f"  keep {len(r.keep_fp32)} of {r.candidates} nodes in FP32: {', '.join(r.keep_fp32[:6])}"
                          + (", ..." if len(r.keep_fp32) > 6 else ""))
+            if r.kept_read_dequantized:
+                lines.append(f"  {len(r.kept_read_dequantized)} kept node(s) still read an input quantized for other "
+                             f"readers: {', '.join(list(r.kept_read_dequantized)[:6])}")
             lines.append(f"  after: {_gate(r.gate_after)}; serial throughput {cost}")
             lines.append(f"  recipe: {r.toml_path}")
         elif r.reason:

@@ -198,6 +198,14 @@ def _fix(row: DoctorRow, hs: HarnessSession, gate: Gate, recipe: Any, art: Any, 
     if not after.passed:  # the search's own gate passed: the recipe as written must too
         row.update(status="no fix", reason=f"the recipe as written failed its re-gate: {after.describe()}")
         return
+    if recipe.kind == "int8":
+        import onnx
+
+        from ..recipes.int8 import reads_dequantized
+
+        fixed_art, _ = gate.engine(recipe_from_toml(text, "the doctor's recipe"))  # cached by the re-gate
+        kept = (fixed_art.info.get("keep_fp32") or {}).get("nodes") or keep
+        row.kept_read_dequantized = reads_dequantized(onnx.load(str(fixed_art.path)), kept)
     say("pricing: serial throughput of the fixed recipe, the failing one and fp32")
     roles = {"fixed": recipe_from_toml(text, "the doctor's recipe"), "failing": recipe, "fp32": hs.recipe("fp32")}
     row.price = serial_price(gate, roles, seconds=options.price_seconds)
@@ -217,6 +225,9 @@ def _comments(row: DoctorRow, keep: list[str], candidates: int, *, before: dict[
     kind = "quantized" if row.recipe_kind == "int8" else "converted"
     return [f"precision doctor: {row.model}, recipe {row.recipe} on {row.backend} (profile {row.profile})",
             f"keeps {len(keep)} of the {candidates} nodes the recipe {kind} in FP32",
+            *([f"{len(row.kept_read_dequantized)} of them still read an input quantized for other readers (ONNX "
+               f"Runtime quantizes a tensor once for all its readers): {', '.join(row.kept_read_dequantized)}"]
+              if row.kept_read_dequantized else []),
             f"before: {GateResult(**{**before, 'cached': False}).describe()}",
             f"after ({row.eval_samples} samples, re-gated as written): {after.describe()}",
             f"serial samples/s at batch {row.price.get('batch')}: {price}",

@@ -181,6 +181,8 @@ def quantize(model: onnx.ModelProto, out: Path, batches: Iterable[dict[str, np.n
         if not candidates:
             onnx.save(model, str(out))
             info.update(describe_qdq(model))
+            if excluded:
+                info["keep_fp32"]["reads_dequantized"] = {}
             info["no_op"] = info["warning"] = _nothing_quantized(model_name, op_types, inside, bool(excluded))
             return info
         calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -229,6 +231,11 @@ def quantize(model: onnx.ModelProto, out: Path, batches: Iterable[dict[str, np.n
         if inside or folded:
             onnx.save(quantized, str(out))
     info.update(describe_qdq(quantized))
+    if excluded:
+        # what keep_fp32 does in ONNX Runtime's quantizer: weights and arithmetic stay FP32, but a tensor is
+        # quantized once for all its readers, so a kept node sharing an input with a quantized node reads it
+        # through the same Q/DQ pair
+        info["keep_fp32"]["reads_dequantized"] = reads_dequantized(quantized, excluded)
     if not info["nodes_quantized"]:
         info["no_op"] = info["warning"] = _nothing_quantized(model_name, op_types, inside, bool(excluded))
     return info
@@ -332,3 +339,14 @@ def describe_qdq(model: onnx.ModelProto) -> dict[str, Any]:
         "nodes_quantized": count_ops(quantized),
         "nodes_left_fp32": count_ops(others),
     }
+
+
+def reads_dequantized(model: onnx.ModelProto, nodes: list[str]) -> dict[str, list[str]]:
+    """Of the main graph's ``nodes`` (by name), those that read a DequantizeLinear's output, with those inputs.
+    For a node keep_fp32 excludes from quantization: an input that ONNX Runtime quantized for another reader
+    (it rewires every reader of a quantized tensor to the tensor's one Q/DQ pair), or a weight it shares with
+    a quantized node."""
+    dq = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    wanted = set(nodes)
+    return {node_label(n): [i for i in n.input if i in dq] for n in model.graph.node
+            if node_label(n) in wanted and any(i in dq for i in n.input)}

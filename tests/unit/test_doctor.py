@@ -120,7 +120,7 @@ def test_int8_known_answer_the_outlier_reader_first_and_alone(session: HarnessSe
     assert local["fc2"] > 0.3 and local["fc1"] < 0.05 and local["widen"] == 0.0  # widen is not quantized
     cumulative = {n["node"]: n["cumulative"] for n in row.nodes}
     assert cumulative["relu1"] < 0.05 < cumulative["fc2"]  # where the error starts
-    assert row.keep_fp32 == ["fc2"]
+    assert row.keep_fp32 == ["fc2"] and row.kept_read_dequantized == {}  # widen's output is not quantized
     assert row.gate_before["values"][0]["value"] > 0.1 and row.gate_after["values"][0]["value"] < 0.05
     fixed = recipe_from_toml(row.toml or "", "test")
     assert fixed.options["keep_fp32"] == ["fc2"] and fixed.options["reduce_range"] is True
@@ -321,6 +321,18 @@ def test_error_scale_comes_from_the_budgets() -> None:
     assert scale("share_over(rel_l2, 2%) <= 10%") == pytest.approx(0.02)
     assert scale("p1(cosine) >= 0.98") == pytest.approx(math.sqrt(0.04))
     assert scale("mean(top1) >= 0.9") == 0.01
+
+
+def test_failed_cases_once_each_unexpected_first() -> None:
+    from harness.doctor.run import failed_cases
+
+    def acc(recipe: str, status: str, gpu: int) -> dict:
+        return {"type": "accuracy", "model": "m", "backend": "ort_cuda", "recipe": recipe, "profile": "p",
+                "status": status, "device": {"host": "h", "kind": "gpu", "name": "H200", "index": gpu}}
+
+    rows = [parse_row(acc(r, s, g), "t") for r, s, g in
+            [("a", "known failure", 0), ("b", "fail", 0), ("b", "fail", 1), ("c", "pass", 0)]]
+    assert [c.recipe for c in failed_cases(rows)] == ["b", "a"]  # b failed on two GPUs: one case
 
 
 def test_doctor_rows_round_trip() -> None:
