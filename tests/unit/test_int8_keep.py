@@ -56,3 +56,18 @@ def info_of(m: onnx.ModelProto) -> dict[str, list[str]]:
     dq = {n.output[0] for n in m.graph.node if n.op_type == "DequantizeLinear"}
     return {n.name: [i for i in n.input if i in dq] for n in m.graph.node
             if n.name in ("fc_a", "fc_b", "fc_c") and any(i in dq for i in n.input)}
+
+
+def test_the_doctors_report_says_which_kept_nodes_still_read_a_quantized_input() -> None:
+    from harness.doctor.report import doctor_section, terminal_lines
+    from harness.rows import DoctorRow
+
+    row = DoctorRow(id="m-ort_cpu-int8-p", model="m", backend="ort_cpu", recipe="int8", profile="p",
+                    recipe_kind="int8", status="fixed", keep_fp32=["fc_b", "fc_c"], candidates=3,
+                    kept_read_dequantized={"fc_b": ["h_DequantizeLinear_Output"]})
+    report = "\n".join(doctor_section([row]))
+    assert ("FP32 weights and arithmetic; 1 of them still read an input through a Q/DQ pair" in report
+            and "fc_b (`h_DequantizeLinear_Output`)" in report)
+    assert "  1 kept node(s) still read an input quantized for other readers: fc_b" in terminal_lines([row])
+    row.kept_read_dequantized = {}
+    assert "read their inputs unquantized" in "\n".join(doctor_section([row]))
