@@ -1,12 +1,13 @@
 """Result rows: one typed, versioned schema that the checks fill and every reader validates.
 
-A row is one test's outcome, one JSON object per line in ``rows/<run>/<worker>.jsonl`` and one element of
-``results.json``'s ``rows``. Four types, one dataclass each:
+A row is one test's outcome (or one doctor's diagnosis), one JSON object per line in
+``rows/<run>/<worker>.jsonl`` and one element of ``results.json``'s ``rows``. Five types, one dataclass each:
 
 ``accuracy``  :class:`AccuracyRow`  a case's error statistics against the FP32 reference, its budgets, verdict
 ``perf``      :class:`PerfRow`      a timed configuration: throughput, latency percentiles, a latency histogram
 ``build``     :class:`BuildRow`     an engine built (or found in the cache), nothing run
 ``station``   :class:`StationRow`   a station (several models per frame) timed in one mode: cycle time per frame
+``doctor``    :class:`DoctorRow`    the precision doctor on a failing case: where the error starts, the fix found
 
 Every row carries its case (model, backend, recipe, profile, and for perf the mode, batch, N...), the
 ``device`` it ran on (host, and the GPU's index, name and UUID or the CPU's model: :mod:`harness.device_id`), its
@@ -19,7 +20,9 @@ Reading (:func:`parse_row`) is strict about what identifies a row and about the 
 field, and lenient about the rest: a key this version does not declare is kept in ``extra`` and written
 back unchanged, so rows from a newer harness (or fields added on another branch) survive a merge.
 Errors name the file and line. Versions: rows written before the schema existed have no ``schema`` key
-and are version 1; version 2 rows have no ``device``; :func:`migrate` brings them to the current version.
+and are version 1; version 2 rows have no ``device``; version 4 added the ``doctor`` type (no row of another
+type changed, but a version 3 reader must refuse a doctor row as newer, not as an unknown type);
+:func:`migrate` brings older rows to the current version.
 
 Nested statistics stay mappings: ``metrics`` {"rel_l2.p99": ...}, ``latency_ms`` {"p50": ...}.
 """
@@ -38,7 +41,7 @@ from typing import Any, ClassVar
 
 from .device_id import device_key, device_of
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 log = logging.getLogger(__name__)
 
 # the machine's facts every row carries under "env" (flat; plus "pkg.<name>": version per package).
@@ -356,8 +359,51 @@ class StationRow(Row):
         return out
 
 
-ROW_TYPES: dict[str, type[Row]] = {c.TYPE: c for c in (AccuracyRow, PerfRow, BuildRow, StationRow)}
-AnyRow = typing.Union[AccuracyRow, PerfRow, BuildRow, StationRow]
+@dataclass(kw_only=True)
+class DoctorRow(Row):
+    """The precision doctor on one failing accuracy case (:mod:`harness.doctor`): where the error starts (the
+    nodes most sensitive, and the first whose error passes the budgets' scale), the smallest keep_fp32 list
+    found that makes the gate pass, the recipe written for it, and its price in serial throughput. ``status``:
+    ``fixed``, ``no fix``, ``passes`` (the gate held already: nothing to fix) or ``error``. Added in schema 4
+    (a new type: no row of another type changed)."""
+
+    TYPE: ClassVar[str] = "doctor"
+
+    samples: int | None = None  # samples compared node by node
+    eval_samples: int | None = None  # samples each gate ran on (the evaluation set)
+    budget_labels: list[str] = field(default_factory=list)  # the budgets the fix must meet
+    scale: float | None = None  # the budgets' error scale (a relative L2 error)
+    scale_source: str | None = None  # the budget it comes from
+    compare: dict[str, Any] = field(default_factory=dict)  # chunk, chunks, seconds, held_peak_mb, rss_peak_mb...
+    first_over: dict[str, Any] | None = None  # the first node whose cumulative error passes the scale
+    nodes: list[dict[str, Any]] = field(default_factory=list)  # the most sensitive nodes (harness.doctor.compare)
+    nodes_compared: int | None = None
+    candidates: int | None = None  # nodes the recipe converted or quantized (what keep_fp32 can name)
+    gate_before: dict[str, Any] = field(default_factory=dict)  # GateResult.to_dict() of the failing recipe
+    gate_after: dict[str, Any] = field(default_factory=dict)  # of the fixed recipe, re-gated from its TOML
+    keep_fp32: list[str] = field(default_factory=list)
+    # int8: kept nodes that still read an input through a Q/DQ pair (quantized for another reader), with those inputs
+    kept_read_dequantized: dict[str, list[str]] = field(default_factory=dict)
+    fixed_recipe: str | None = None
+    toml: str | None = None
+    toml_path: str | None = None
+    search: list[dict[str, Any]] = field(default_factory=list)  # every gate the search evaluated
+    reason: str | None = None  # why there is no fix, or why it may not be the smallest
+    out_of_time: bool | None = None
+    max_minutes: float | None = None
+    price: dict[str, Any] = field(default_factory=dict)  # harness.doctor.prescription.serial_price
+    seconds: float | None = None
+
+    def numbers(self) -> list[Number]:
+        out = [Number("keep_fp32", float(len(self.keep_fp32)), "lower")] if self.status == "fixed" else []
+        tp = self.price.get("throughput", {})
+        if tp.get("fixed") and tp.get("failing"):
+            out.append(Number("price", tp["fixed"] / tp["failing"], "higher"))
+        return out
+
+
+ROW_TYPES: dict[str, type[Row]] = {c.TYPE: c for c in (AccuracyRow, PerfRow, BuildRow, StationRow, DoctorRow)}
+AnyRow = typing.Union[AccuracyRow, PerfRow, BuildRow, StationRow, DoctorRow]
 
 
 def junit_properties(row: Row) -> list[tuple[str, object]]:

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from harness.backends import get_backend
+from harness.rows import SCHEMA_VERSION
 from tests.helpers import ROOT, mlp_model, write_registry
 
 REGISTRY = """
@@ -42,7 +43,7 @@ def test_every_mode_of_a_station_is_timed_into_rows_a_table_and_a_plot(project):
     rows = project.results()
     assert {r["id"] for r in rows} == {f"station-pair-ort_cpu-fp32-{m}-b{b}" for m in MODES for b in (1, 32)}
     for r in rows:
-        assert r["type"] == "station" and r["schema"] == 3 and r["model"] == "pair" and r["fps_target"] == 50
+        assert r["type"] == "station" and r["schema"] == SCHEMA_VERSION and r["model"] == "pair" and r["fps_target"] == 50
         assert r["members"] == [{"model": m, "recipe": "fp32", "profile": "dynamic"} for m in ("det", "det", "cls")]
         assert r["iterations"] >= 20 and r["fps"] > 0 and r["throughput"] == pytest.approx(r["fps"] * r["batch"], rel=0.05)
         assert r["latency_ms"]["p50"] <= r["latency_ms"]["p99"] and r["resources"]["cpu_util"] is not None
