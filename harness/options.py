@@ -104,6 +104,10 @@ OPTIONS: list[Option] = [
            "job array; python -m harness report DIR... merges their rows)", "shard"),
     Option("shard_durations", "an earlier results.json whose case durations balance the shards (default: by case id)",
            "path"),
+    Option("doctor", "at the end of the run, the precision doctor on each failed accuracy case: where its error "
+           "starts and the fewest nodes kept in FP32 that pass (REPORT.md: 'Precision doctor')", "flag", False),
+    Option("doctor_max_minutes", "time budget of --doctor, shared by the failed cases", "float", "10"),
+    Option("doctor_samples", "samples --doctor compares node by node", "int", "4"),
 ]
 BY_DEST = {o.dest: o for o in OPTIONS}
 PATH_FLAGS = tuple(o.flag for o in OPTIONS if o.kind == "path")
@@ -257,4 +261,6 @@ def settings_from(values: dict[str, Any], sources: dict[str, str] | None = None)
                     eval_size=v["eval_size"], rebuild=v["rebuild_engines"], baseline=v["baseline"],
                     history=v["history"],
                     reference_device=v["reference_device"], trt_options=v["trt_options"] or {}, perf=perf,
-                    strict_budgets=bool(v["strict_budgets"]), sources=dict(sources or {}), shapes=v["shapes"])
+                    strict_budgets=bool(v["strict_budgets"]), doctor=bool(v["doctor"]),
+                    doctor_max_minutes=v["doctor_max_minutes"], doctor_samples=v["doctor_samples"],
+                    sources=dict(sources or {}), shapes=v["shapes"])

@@ -16,6 +16,8 @@ the package is used from a checkout without being installed; the shared name kee
   keeps this host's part of the tests;
 * markers ``accuracy``, ``perf``, ``build``, ``gpu``, ``tensorrt``, added to generated cases, which are skipped
   with the reason when their backend, device or model is missing;
+* ``--doctor``: at the end, on the controller, the precision doctor (:mod:`harness.doctor`) on the failed
+  accuracy cases, its rows written before the report;
 * rows: each process writes its own JSONL; the controller merges them into ``results.json`` and
   ``REPORT.md`` at the end (and appends them to the ``--history`` database) and prints the engine cache's
   counts; each test's status and key numbers become its JUnit XML properties (``record_property``).
@@ -296,10 +298,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     hs = config.stash.get(SESSION_KEY, None)
     if hs is None:
         return
+    doctor: list[str] = []
+    if hs.settings.doctor and exitstatus != pytest.ExitCode.INTERRUPTED:
+        from .doctor.run import session_lines
+
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        doctor = session_lines(hs, reporter.write_line if reporter is not None else print)
     hs.close()
     from .finish import finish_run
 
-    lines = finish_run(hs)
+    lines = doctor + finish_run(hs)
     if lines:
         config.stash[SUMMARY_KEY] = lines
 

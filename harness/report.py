@@ -3,8 +3,8 @@
 One accuracy table per model (backend, recipe, profile, samples, the error statistics, the budgets and the
 verdict, plus how the artifact was built), the failures with their worst samples, and the environment.
 The perf section is rendered by :mod:`harness.perf_report`, the stations by :mod:`harness.stations.report`
-(which writes its plot beside the report), the comparison with a baseline by :mod:`harness.compare`, the
-trends over a history database by :mod:`harness.trends`, the same cases on several devices side by side by
+(which writes its plot beside the report), the precision doctor's findings by :mod:`harness.doctor.report`, the
+comparison with a baseline by :mod:`harness.compare`, the trends over a history database by :mod:`harness.trends`, the same cases on several devices side by side by
 :mod:`harness.device_report` (the tables then get a *device* column). Everything reads typed rows
 (:mod:`harness.rows`).
 """
@@ -275,6 +275,7 @@ def render(data: Results, *, extra_sections: Iterable[list[str]] = (), report_di
         "",
     ]
     from .deployment_report import deployment_sections
+    from .doctor.report import doctor_section
     from .perf_report import perf_sections
     from .stations.report import station_section
 
@@ -282,6 +283,7 @@ def render(data: Results, *, extra_sections: Iterable[list[str]] = (), report_di
              station_section(rows, report_dir), *deployment_sections(rows, report_dir),
              build_section(rows),
              failures_section(rows),
+             doctor_section(rows),
              *extra_sections,
              environment_section(data.environment)]
     return "\n".join(line for part in parts for line in part).rstrip() + "\n"

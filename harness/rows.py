@@ -1,13 +1,14 @@
 """Result rows: one typed, versioned schema that the checks fill and every reader validates.
 
-A row is one test's outcome, one JSON object per line in ``rows/<run>/<worker>.jsonl`` and one element of
-``results.json``'s ``rows``. Four types, one dataclass each:
+A row is one test's outcome (or one doctor's diagnosis), one JSON object per line in
+``rows/<run>/<worker>.jsonl`` and one element of ``results.json``'s ``rows``. Five types, one dataclass each:
 
 ``accuracy``  :class:`AccuracyRow`  a case's error statistics against the FP32 reference, its budgets, verdict
 ``perf``      :class:`PerfRow`      a timed configuration: throughput, latency percentiles, a latency histogram
 ``build``     :class:`BuildRow`     an engine built (or found in the cache), nothing run
 ``station``   :class:`StationRow`   a station (several models per frame) timed in one mode: cycle time per frame
-``selfcheck`` :class:`SelfCheckRow` an engine against itself: batch consistency or determinism (schema 4)
+``doctor``    :class:`DoctorRow`    the precision doctor on a failing case: where the error starts, the fix found
+``selfcheck`` :class:`SelfCheckRow` an engine against itself: batch consistency or determinism (schema 5)
 ``server``    :class:`ServerRow`    open-loop serving at an offered rate, or the highest rate within a latency bound
 
 Every row carries its case (model, backend, recipe, profile, and for perf the mode, batch, N...), the
@@ -21,6 +22,9 @@ Reading (:func:`parse_row`) is strict about what identifies a row and about the 
 field, and lenient about the rest: a key this version does not declare is kept in ``extra`` and written
 back unchanged, so rows from a newer harness (or fields added on another branch) survive a merge.
 Errors name the file and line. Versions: rows written before the schema existed have no ``schema`` key
+and are version 1; version 2 rows have no ``device``; version 4 added the ``doctor`` type (no row of another
+type changed, but a version 3 reader must refuse a doctor row as newer, not as an unknown type);
+:func:`migrate` brings older rows to the current version.
 and are version 1; version 2 rows have no ``device``; version 3 rows have no accuracy ``shape`` (they ran at
 the profile's opt shape, the default) and no ``selfcheck`` or ``server`` types; :func:`migrate` brings them
 to the current version.
@@ -42,7 +46,7 @@ from typing import Any, ClassVar
 
 from .device_id import device_key, device_of
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 log = logging.getLogger(__name__)
 
 # the machine's facts every row carries under "env" (flat; plus "pkg.<name>": version per package).
@@ -211,7 +215,7 @@ class AccuracyRow(Row):
     # the outputs' batch axes and real shapes by batch size, from one run of the FP32 model (harness.layout)
     output_layout: dict[str, Any] = field(default_factory=dict)
     fp32_label_metrics: dict[str, float | None] = field(default_factory=dict)  # FP32's scores against labels
-    # schema 4: the profile's point the case ran at (min, opt, max or an extra shape: harness.shape_cases), part
+    # schema 5: the profile's point the case ran at (min, opt, max or an extra shape: harness.shape_cases), part
     # of the key (a row without it ran at opt), and the inputs' shapes there
     shape: str = "opt"
     shape_dims: str | None = None
@@ -266,7 +270,7 @@ class PerfRow(Row):
     gpu_ms: dict[str, float] | None = None
     runner: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
-    # schema 4: accuracy under load: requests checked during the measurement (harness.load_check)
+    # schema 5: accuracy under load: requests checked during the measurement (harness.load_check)
     load_check: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -374,8 +378,51 @@ class StationRow(Row):
 
 
 @dataclass(kw_only=True)
+class DoctorRow(Row):
+    """The precision doctor on one failing accuracy case (:mod:`harness.doctor`): where the error starts (the
+    nodes most sensitive, and the first whose error passes the budgets' scale), the smallest keep_fp32 list
+    found that makes the gate pass, the recipe written for it, and its price in serial throughput. ``status``:
+    ``fixed``, ``no fix``, ``passes`` (the gate held already: nothing to fix) or ``error``. Added in schema 4
+    (a new type: no row of another type changed)."""
+
+    TYPE: ClassVar[str] = "doctor"
+
+    samples: int | None = None  # samples compared node by node
+    eval_samples: int | None = None  # samples each gate ran on (the evaluation set)
+    budget_labels: list[str] = field(default_factory=list)  # the budgets the fix must meet
+    scale: float | None = None  # the budgets' error scale (a relative L2 error)
+    scale_source: str | None = None  # the budget it comes from
+    compare: dict[str, Any] = field(default_factory=dict)  # chunk, chunks, seconds, held_peak_mb, rss_peak_mb...
+    first_over: dict[str, Any] | None = None  # the first node whose cumulative error passes the scale
+    nodes: list[dict[str, Any]] = field(default_factory=list)  # the most sensitive nodes (harness.doctor.compare)
+    nodes_compared: int | None = None
+    candidates: int | None = None  # nodes the recipe converted or quantized (what keep_fp32 can name)
+    gate_before: dict[str, Any] = field(default_factory=dict)  # GateResult.to_dict() of the failing recipe
+    gate_after: dict[str, Any] = field(default_factory=dict)  # of the fixed recipe, re-gated from its TOML
+    keep_fp32: list[str] = field(default_factory=list)
+    # int8: kept nodes that still read an input through a Q/DQ pair (quantized for another reader), with those inputs
+    kept_read_dequantized: dict[str, list[str]] = field(default_factory=dict)
+    fixed_recipe: str | None = None
+    toml: str | None = None
+    toml_path: str | None = None
+    search: list[dict[str, Any]] = field(default_factory=list)  # every gate the search evaluated
+    reason: str | None = None  # why there is no fix, or why it may not be the smallest
+    out_of_time: bool | None = None
+    max_minutes: float | None = None
+    price: dict[str, Any] = field(default_factory=dict)  # harness.doctor.prescription.serial_price
+    seconds: float | None = None
+
+    def numbers(self) -> list[Number]:
+        out = [Number("keep_fp32", float(len(self.keep_fp32)), "lower")] if self.status == "fixed" else []
+        tp = self.price.get("throughput", {})
+        if tp.get("fixed") and tp.get("failing"):
+            out.append(Number("price", tp["fixed"] / tp["failing"], "higher"))
+        return out
+
+
+@dataclass(kw_only=True)
 class SelfCheckRow(Row):
-    """An engine compared with itself (schema 4): ``consistency`` (a sample's outputs at every batch position and
+    """An engine compared with itself (schema 5): ``consistency`` (a sample's outputs at every batch position and
     batch size of the profile against its outputs alone) or ``determinism`` (two builds of the recipe with the
     cache bypassed, and repeated runs of one engine, against the first). ``metrics``, ``outputs`` and ``budgets``
     are as an accuracy row's, over the comparisons; ``worst`` names the worst ones in words."""
@@ -405,7 +452,7 @@ class SelfCheckRow(Row):
 
 @dataclass(kw_only=True)
 class ServerRow(Row):
-    """Open-loop serving (schema 4): requests arrive by a Poisson process at an offered rate and queue for N
+    """Open-loop serving (schema 5): requests arrive by a Poisson process at an offered rate and queue for N
     runners; latency counts from each request's scheduled arrival. ``rate`` is what the case asked for: a rate
     ("200/s"), a share of the measured capacity ("90%"), or "search" for the highest rate that keeps ``bound``
     (``--perf-latency-bound``). ``points`` holds every rate run (the throughput-latency curve); the top-level
@@ -453,9 +500,9 @@ class ServerRow(Row):
         return out
 
 
-ROW_TYPES: dict[str, type[Row]] = {c.TYPE: c for c in (AccuracyRow, PerfRow, BuildRow, StationRow, SelfCheckRow,
-                                                       ServerRow)}
-AnyRow = typing.Union[AccuracyRow, PerfRow, BuildRow, StationRow, SelfCheckRow, ServerRow]
+ROW_TYPES: dict[str, type[Row]] = {c.TYPE: c for c in (AccuracyRow, PerfRow, BuildRow, StationRow, DoctorRow,
+                                                       SelfCheckRow, ServerRow)}
+AnyRow = typing.Union[AccuracyRow, PerfRow, BuildRow, StationRow, DoctorRow, SelfCheckRow, ServerRow]
 
 
 def junit_properties(row: Row) -> list[tuple[str, object]]:

@@ -67,6 +67,10 @@ class Settings:
     perf: PerfSettings = field(default_factory=PerfSettings)
     strict_budgets: bool = False  # a case no budget applies to fails instead of passing as "unbudgeted"
     shapes: list[str] | None = None  # the profiles' points accuracy gates run at (None: min, opt, max, extra)
+    # --doctor: at the end of the run, the precision doctor on the failed accuracy cases (harness.doctor)
+    doctor: bool = False
+    doctor_max_minutes: float = 10.0  # shared by the failed cases
+    doctor_samples: int = 4  # compared node by node
     # where each option's value came from, for messages: "--profiles", "harness_profiles in pyproject.toml"
     sources: dict[str, str] = field(default_factory=dict)
 

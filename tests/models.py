@@ -246,6 +246,60 @@ def future_ir_version_model(path: Path, *, ir: int = 99) -> Path:
     return path
 
 
+# ------------------------------------------------------------------------- the precision doctor's known answers
+
+
+def fp16_range_model(path: Path, *, seed: int = 12) -> Path:
+    """x [batch, 16] -> fc1 (MatMul) -> relu -> to_units (Div by 1e5, a unit conversion) -> fc2 -> y [batch, 8].
+    Every activation fits FP16 (the quotient is about 1e-3, a normal FP16 number); the divisor does not: FP16
+    holds at most 65504, so converted it is clamped and ``to_units`` is 1.53x too large. Kept in FP32 alone
+    (its input and output cast), it is right."""
+    rng = np.random.default_rng(seed)
+    inits = [_w(rng, "w1", (16, 32), 2.0), const("per_unit", 1e5), _w(rng, "w2", (32, 8), 1.0)]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+             helper.make_node("Relu", ["h"], ["hr"], name="relu"),
+             helper.make_node("Div", ["hr", "per_unit"], ["units"], name="to_units"),
+             helper.make_node("MatMul", ["units", "w2"], ["y"], name="fc2")]
+    return save(model(nodes, [vi("x", ["batch", 16])], [vi("y", ["batch", 8])], inits), path)
+
+
+def int8_outlier_model(path: Path, *, seed: int = 13) -> Path:
+    """x [batch, 16] -> fc1 -> relu1 -> widen (x [100, 1, 1, ...]: one outlier channel, as in large language
+    models' activations) -> fc2 -> relu2 -> fc3 -> bias (+10) -> y [batch, 8]. Per-tensor INT8 on fc2's input
+    spends its 255 levels on the outlier and rounds the other 31 channels to a level or two; fc2's weights read
+    the outlier channel with a small weight, so in FP32 nothing is wrong. The bias keeps the outputs' norms
+    alike, so that the output's own quantization costs every sample alike (and little)."""
+    rng = np.random.default_rng(seed)
+    w2 = rng.standard_normal((32, 32)) * 0.3
+    w2[0] *= 0.003
+    scale = np.ones(32)
+    scale[0] = 100.0
+    inits = [_w(rng, "w1", (16, 32), 0.5), const("w2", w2), const("s", scale), _w(rng, "w3", (32, 8), 0.3),
+             const("b", np.full(8, 10.0))]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"], name="fc1"),
+             helper.make_node("Relu", ["h1"], ["r1"], name="relu1"),
+             helper.make_node("Mul", ["r1", "s"], ["wide"], name="widen"),
+             helper.make_node("MatMul", ["wide", "w2"], ["h2"], name="fc2"),
+             helper.make_node("Relu", ["h2"], ["r2"], name="relu2"),
+             helper.make_node("MatMul", ["r2", "w3"], ["h3"], name="fc3"),
+             helper.make_node("Add", ["h3", "b"], ["y"], name="bias")]
+    return save(model(nodes, [vi("x", ["batch", 16])], [vi("y", ["batch", 8])], inits), path)
+
+
+def long_chain_model(path: Path, *, nodes: int = 400, channels: int = 16, size: int = 64) -> Path:
+    """x [batch, channels, size, size] through ``nodes`` elementwise nodes (Mul by 1.001, Add 0.001 in turn):
+    a many-node model whose every activation is ``channels * size * size`` floats per sample."""
+    inits = [const("k_mul", 1.001), const("k_add", 0.001)]
+    chain, prev = [], "x"
+    for i in range(nodes):
+        op, k = ("Mul", "k_mul") if i % 2 == 0 else ("Add", "k_add")
+        out = "y" if i == nodes - 1 else f"t{i}"
+        chain.append(helper.make_node(op, [prev, k], [out], name=f"n{i}"))
+        prev = out
+    shape = ["batch", channels, size, size]
+    return save(model(chain, [vi("x", shape)], [vi("y", shape)], inits), path)
+
+
 # ------------------------------------------------------------------------- 9: deployment conditions (issue 16)
 
 
