@@ -493,10 +493,12 @@ class ServerRow(Row):
                 + ("" if self.resident else " +copy"))
 
     def numbers(self) -> list[Number]:
-        out = [Number("served_per_s", self.throughput, "higher")] if self.throughput else []
+        # a search's answer is better higher; at a given rate what is served follows the rate, and latency is judged
+        search = self.rate == "search"
+        out = [Number("served_per_s", self.throughput, "higher" if search else None)] if self.throughput else []
         p99 = self.latency_ms.get("p99")
         if p99 is not None:
-            out.append(Number("p99_ms", float(p99), "lower" if not self.bound else None))
+            out.append(Number("p99_ms", float(p99), None if search else "lower"))
         return out
 
 
