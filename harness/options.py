@@ -87,8 +87,10 @@ OPTIONS: list[Option] = [
     Option("perf_check_requests", "checked requests per runner during each perf measurement: real evaluation inputs "
            "whose outputs are compared afterwards with the engine's own (accuracy under load); 0 turns it off",
            "count", "4"),
-    Option("server_rates", "server mode's offered rates: requests per second (200) or shares of the capacity "
-           "measured closed-loop over the same runners (90%)", "list", "50%,90%,110%"),
+    # (no percent sign in a help text: argparse formats help strings with it)
+    Option("server_rates", "server mode's offered rates: requests per second (200), or a share of the capacity "
+           "measured closed-loop over the same runners, as a percentage (default: 50, 90 and 110 percent)", "list",
+           "50%,90%,110%"),
     Option("perf_latency_bound", "a latency bound such as p99<=20ms: server cases search, for each batch and N, the "
            "highest Poisson rate that keeps it (implies the server mode)", "str"),
     Option("stations", "comma-separated stations to time (default: every station in the registry; with --models, "

@@ -85,6 +85,9 @@ def check_selection(hs: HarnessSession, *, perf: bool) -> None:
             raise HarnessError(f"{s.source('station_modes')} names unknown mode(s) {', '.join(unknown)}; known: "
                                f"{', '.join(STATION_MODES)}")
         selected_stations(hs)  # an unknown --stations name is refused, naming the registry's stations
+        from .server_check import check_server_options
+
+        check_server_options(s.perf, s.source)  # a bad --perf-latency-bound or --server-rates, named
 
 
 def _check_profiles(option: str, names: list[str] | None, models: list[ModelSpec]) -> None:

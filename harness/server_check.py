@@ -83,6 +83,14 @@ def parse_rate(text: str, capacity: float | None = None, source: str = "--server
     return value
 
 
+def check_server_options(ps: Any, source: Any) -> None:
+    """Refuse a latency bound or an offered rate that cannot be read, naming the option and where it was set."""
+    if ps.latency_bound:
+        LatencyBound.parse(ps.latency_bound, source("perf_latency_bound"))
+    for rate in ps.server_rates:
+        parse_rate(rate, source=source("server_rates"))
+
+
 def server_cases(hs: HarnessSession) -> Iterator[ServerCase]:
     ps = hs.settings.perf
     bound = LatencyBound.parse(ps.latency_bound).text if ps.latency_bound else ""

@@ -50,7 +50,8 @@ def registry(tmp_path):
     return write_registry(tmp_path, REGISTRY)
 
 
-def test_a_model_whose_output_depends_on_batch_position_fails_consistency_naming_where(project, registry):
+def test_a_model_whose_output_depends_on_batch_position_fails_consistency_naming_where(deployment_project, registry):
+    project = deployment_project
     result = project.run("-m", "accuracy", "-k", "consistency or determinism",
                          "--models", "position,mlp", registry=registry)
     result.assert_outcomes(passed=5, failed=1)  # consistency of position fails; its determinism and all of mlp's pass
@@ -70,7 +71,8 @@ def test_a_model_whose_output_depends_on_batch_position_fails_consistency_naming
     assert "## Batch consistency and determinism" in report and "**FAIL**" in report
 
 
-def test_a_model_wrong_at_its_max_shape_only_is_caught_there_and_passes_at_opt(project, registry):
+def test_a_model_wrong_at_its_max_shape_only_is_caught_there_and_passes_at_opt(deployment_project, registry):
+    project = deployment_project
     result = project.run("-m", "accuracy", "-k", "test_accuracy", "--models", "seqsum", "--recipes", "int8-minmax",
                          registry=registry)
     result.assert_outcomes(passed=2, failed=2)
@@ -93,7 +95,8 @@ QUICK = ("--models=ranker", "--perf-recipes=fp32", "--profiles=dynamic", "--perf
          "--perf-batches=1", "--perf-concurrency=2")
 
 
-def test_server_mode_queues_past_capacity_and_the_search_finds_a_rate_within_the_bound(project):
+def test_server_mode_queues_past_capacity_and_the_search_finds_a_rate_within_the_bound(deployment_project):
+    project = deployment_project
     registry = ROOT / "fixtures" / "models.toml"
     result = project.run("-m", "perf", "-k", "test_server", *QUICK, "--perf-modes", "server",
                          "--server-rates", "50%,150%", registry=registry)
@@ -116,7 +119,8 @@ def test_server_mode_queues_past_capacity_and_the_search_finds_a_rate_within_the
     assert "## Serving (open loop)" in report and "**best**" in report and "Every rate served" in report
 
 
-def test_every_perf_mode_checks_real_requests_under_load(project):
+def test_every_perf_mode_checks_real_requests_under_load(deployment_project):
+    project = deployment_project
     registry = ROOT / "fixtures" / "models.toml"
     project.run("-m", "perf", "-k", "test_perf", *QUICK, "--perf-check-requests", "3",
                 registry=registry).assert_outcomes(passed=3)
