@@ -8,6 +8,10 @@
 #   stations  the bundled stations in every mode (serial, multistream, threadpool, merged) at batches
 #             STATION_BATCHES (1,4,8,16,32; each station where its models' profiles admit them)
 #   overhead  benchmarks/overhead.py on ort_cuda (device-resident inputs)
+#   latency   open-loop serving: for LATENCY_MODELS (classifier,ranker) in LATENCY_RECIPES (fp16), every batch
+#             of LATENCY_BATCHES (1,8,32) and N of LATENCY_CONCURRENCY (1,2,4), the highest Poisson rate that
+#             keeps LATENCY_BOUND (p99<=5ms), searched from the closed-loop capacity (BACKEND: ort_cuda; the
+#             step runs on ort_cpu too, BACKEND=ort_cpu); REPORT.md's "Serving (open loop)" names the best
 # and prints a short summary last. Usage: bash benchmarks/gpu_suite.sh [STEP ...]
 # Environment: REPORT_DIR (reports/gpu), MODELS (all), PERF_DURATION (0.5 s), PYTEST_WORKERS (4),
 # STATIONS (all), STATION_BATCHES (1,4,8,16,32), STATION_RECIPES (fp32; e.g. fp32,fp16).
@@ -18,7 +22,7 @@ duration=${PERF_DURATION:-0.5}
 workers=${PYTEST_WORKERS:-4}
 models=${MODELS:+--models=$MODELS}
 stations=${STATIONS:+--stations=$STATIONS}
-steps=${*:-"tests accuracy perf graphs stations overhead"}
+steps=${*:-"tests accuracy perf graphs stations overhead latency"}
 mkdir -p "$report"
 status=0
 export PYTHONUNBUFFERED=1
@@ -36,6 +40,11 @@ for step in $steps; do
                 --perf-batches "${STATION_BATCHES:-1,4,8,16,32}" --perf-recipes "${STATION_RECIPES:-fp32}" \
                 $stations -rs >>"$log" 2>&1 ;;
     overhead) python benchmarks/overhead.py --backend ort_cuda >"$log" 2>&1 ;;
+    latency) python -m pytest tests/gates/test_server.py -q -p no:cacheprovider -m perf -rs --report-dir "$report" \
+               --backends "${BACKEND:-ort_cuda}" --models "${LATENCY_MODELS:-classifier,ranker}" \
+               --perf-recipes "${LATENCY_RECIPES:-fp16}" --perf-profiles dynamic --perf-duration "$duration" \
+               --perf-batches "${LATENCY_BATCHES:-1,8,32}" --perf-concurrency "${LATENCY_CONCURRENCY:-1,2,4}" \
+               --perf-latency-bound "${LATENCY_BOUND:-p99<=5ms}" >>"$log" 2>&1 ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac
   rc=$?

@@ -215,7 +215,7 @@ def _metavar(opt: Option) -> str:
     kind = opt.kind
     if kind == "str" and opt.choices:
         return "|".join(opt.choices)
-    return {"path": "PATH", "list": "A,B", "intlist": "N,M", "int": "N", "float": "X", "boollist": "yes,no",
+    return {"path": "PATH", "list": "A,B", "intlist": "N,M", "int": "N", "count": "N", "float": "X", "boollist": "yes,no",
             "options": "K=V,...", "gpus": "all|0,1", "shard": "I/N"}.get(kind, "VALUE")
 
 

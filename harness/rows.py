@@ -8,6 +8,8 @@ A row is one test's outcome (or one doctor's diagnosis), one JSON object per lin
 ``build``     :class:`BuildRow`     an engine built (or found in the cache), nothing run
 ``station``   :class:`StationRow`   a station (several models per frame) timed in one mode: cycle time per frame
 ``doctor``    :class:`DoctorRow`    the precision doctor on a failing case: where the error starts, the fix found
+``selfcheck`` :class:`SelfCheckRow` an engine against itself: batch consistency or determinism (schema 5)
+``server``    :class:`ServerRow`    open-loop serving at an offered rate, or the highest rate within a latency bound
 
 Every row carries its case (model, backend, recipe, profile, and for perf the mode, batch, N...), the
 ``device`` it ran on (host, and the GPU's index, name and UUID or the CPU's model: :mod:`harness.device_id`), its
@@ -21,8 +23,9 @@ field, and lenient about the rest: a key this version does not declare is kept i
 back unchanged, so rows from a newer harness (or fields added on another branch) survive a merge.
 Errors name the file and line. Versions: rows written before the schema existed have no ``schema`` key
 and are version 1; version 2 rows have no ``device``; version 4 added the ``doctor`` type (no row of another
-type changed, but a version 3 reader must refuse a doctor row as newer, not as an unknown type);
-:func:`migrate` brings older rows to the current version.
+type changed, but a version 3 reader must refuse a doctor row as newer, not as an unknown type); version 4
+rows have no accuracy ``shape`` (they ran at the profile's opt shape, the default) and no ``selfcheck`` or
+``server`` types; :func:`migrate` brings older rows to the current version.
 
 Nested statistics stay mappings: ``metrics`` {"rel_l2.p99": ...}, ``latency_ms`` {"p50": ...}.
 """
@@ -41,7 +44,7 @@ from typing import Any, ClassVar
 
 from .device_id import device_key, device_of
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 log = logging.getLogger(__name__)
 
 # the machine's facts every row carries under "env" (flat; plus "pkg.<name>": version per package).
@@ -174,6 +177,7 @@ class Row:
 @dataclass(kw_only=True)
 class AccuracyRow(Row):
     TYPE: ClassVar[str] = "accuracy"
+    KEY: ClassVar[tuple[str, ...]] = ("model", "backend", "recipe", "profile", "shape")
 
     batch: int | None = None
     samples: int | None = None
@@ -209,6 +213,16 @@ class AccuracyRow(Row):
     # the outputs' batch axes and real shapes by batch size, from one run of the FP32 model (harness.layout)
     output_layout: dict[str, Any] = field(default_factory=dict)
     fp32_label_metrics: dict[str, float | None] = field(default_factory=dict)  # FP32's scores against labels
+    # schema 5: the profile's point the case ran at (min, opt, max or an extra shape: harness.shape_cases), part
+    # of the key (a row without it ran at opt), and the inputs' shapes there
+    shape: str = "opt"
+    shape_dims: str | None = None
+
+    @property
+    def label(self) -> str:
+        # as the case's id: nothing added at the opt shape
+        return self.id or "-".join([self.model, self.backend, self.recipe, self.profile]
+                                   + ([self.shape] if self.shape != "opt" else []))
 
     def numbers(self) -> list[Number]:
         out: list[Number] = []
@@ -254,6 +268,8 @@ class PerfRow(Row):
     gpu_ms: dict[str, float] | None = None
     runner: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
+    # schema 5: accuracy under load: requests checked during the measurement (harness.load_check)
+    load_check: dict[str, Any] = field(default_factory=dict)
 
     @property
     def measured(self) -> bool:
@@ -402,8 +418,91 @@ class DoctorRow(Row):
         return out
 
 
-ROW_TYPES: dict[str, type[Row]] = {c.TYPE: c for c in (AccuracyRow, PerfRow, BuildRow, StationRow, DoctorRow)}
-AnyRow = typing.Union[AccuracyRow, PerfRow, BuildRow, StationRow, DoctorRow]
+@dataclass(kw_only=True)
+class SelfCheckRow(Row):
+    """An engine compared with itself (schema 5): ``consistency`` (a sample's outputs at every batch position and
+    batch size of the profile against its outputs alone) or ``determinism`` (two builds of the recipe with the
+    cache bypassed, and repeated runs of one engine, against the first). ``metrics``, ``outputs`` and ``budgets``
+    are as an accuracy row's, over the comparisons; ``worst`` names the worst ones in words."""
+
+    TYPE: ClassVar[str] = "selfcheck"
+    KEY: ClassVar[tuple[str, ...]] = ("model", "backend", "recipe", "profile", "check")
+
+    check: str
+    batches: list[int] = field(default_factory=list)  # consistency: the batch sizes run
+    samples: int | None = None
+    comparisons: int | None = None  # sample outputs compared
+    budget_source: str | None = None
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    budgets: list[BudgetValue] = field(default_factory=list)
+    nonfinite_samples: int = 0
+    worst: list[dict[str, Any]] = field(default_factory=list)  # {"where", "output", "rel_l2"}, worst first
+    builds: list[dict[str, Any]] = field(default_factory=list)  # determinism: each build's seconds, size, checksum
+    engine_key: str | None = None
+    cache_hit: bool | None = None
+    seconds: float | None = None
+
+    def numbers(self) -> list[Number]:
+        worst = self.metrics.get("rel_l2.max")
+        return [Number("rel_l2.max", worst, "lower")] if worst is not None else []
+
+
+@dataclass(kw_only=True)
+class ServerRow(Row):
+    """Open-loop serving (schema 5): requests arrive by a Poisson process at an offered rate and queue for N
+    runners; latency counts from each request's scheduled arrival. ``rate`` is what the case asked for: a rate
+    ("200/s"), a share of the measured capacity ("90%"), or "search" for the highest rate that keeps ``bound``
+    (``--perf-latency-bound``). ``points`` holds every rate run (the throughput-latency curve); the top-level
+    numbers are those of the point the case reports: its rate, or the search's answer."""
+
+    TYPE: ClassVar[str] = "server"
+    KEY: ClassVar[tuple[str, ...]] = ("model", "backend", "recipe", "profile", "batch", "concurrency", "resident",
+                                      "cuda_graph", "rate", "bound")
+
+    batch: int
+    concurrency: int = 1
+    resident: bool = True
+    cuda_graph: bool = False
+    rate: str = ""
+    bound: str = ""  # "p99<=20ms" for a search, "" otherwise
+    threads_per_runner: int | None = None
+    policy: dict[str, Any] = field(default_factory=dict)
+    engine_key: str | None = None
+    cache_hit: bool | None = None
+    capacity: float | None = None  # requests / s, closed loop over the same runners
+    offered_rate: float | None = None  # requests / s of the reported point (None: no rate keeps the bound)
+    throughput: float | None = None  # samples / s completed at that point
+    latency_ms: dict[str, float | None] = field(default_factory=dict)  # from arrival: mean, p50, p90, p99, max
+    latency_hist: dict[str, Any] | None = None
+    points: list[dict[str, Any]] = field(default_factory=list)  # every rate run: rate, latencies, queueing
+    search: dict[str, Any] = field(default_factory=dict)  # the search's steps, stop rule and confidence
+    load_check: dict[str, Any] = field(default_factory=dict)  # accuracy under load (harness.load_check)
+    runner: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def measured(self) -> bool:
+        return self.offered_rate is not None and self.status == "pass"
+
+    @property
+    def config(self) -> str:
+        return (f"server b{self.batch} n{self.concurrency}" + (" +graph" if self.cuda_graph else "")
+                + ("" if self.resident else " +copy"))
+
+    def numbers(self) -> list[Number]:
+        # a search's answer is better higher; at a given rate what is served follows the rate, and latency is judged
+        search = self.rate == "search"
+        out = [Number("served_per_s", self.throughput, "higher" if search else None)] if self.throughput else []
+        p99 = self.latency_ms.get("p99")
+        if p99 is not None:
+            out.append(Number("p99_ms", float(p99), None if search else "lower"))
+        return out
+
+
+ROW_TYPES: dict[str, type[Row]] = {c.TYPE: c for c in (AccuracyRow, PerfRow, BuildRow, StationRow, DoctorRow,
+                                                       SelfCheckRow, ServerRow)}
+AnyRow = typing.Union[AccuracyRow, PerfRow, BuildRow, StationRow, DoctorRow, SelfCheckRow, ServerRow]
 
 
 def junit_properties(row: Row) -> list[tuple[str, object]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from .history import History, HistoryError, machine_of
-from .rows import AccuracyRow, AnyRow, PerfRow, StationRow
+from .rows import AccuracyRow, AnyRow, PerfRow, SelfCheckRow, ServerRow, StationRow
 from .steps import Change, Segment, detect_changes
 
 
@@ -138,7 +138,7 @@ def primary(row: AnyRow) -> str | None:
         return "throughput"
     if isinstance(row, StationRow):
         return "fps"
-    if isinstance(row, AccuracyRow):
+    if isinstance(row, (AccuracyRow, SelfCheckRow, ServerRow)):
         names = [n.name for n in row.numbers()]
         return names[0] if names else None
     return None

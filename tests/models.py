@@ -298,3 +298,34 @@ def long_chain_model(path: Path, *, nodes: int = 400, channels: int = 16, size: 
         prev = out
     shape = ["batch", channels, size, size]
     return save(model(chain, [vi("x", shape)], [vi("y", shape)], inits), path)
+
+
+# ------------------------------------------------------------------------- 9: deployment conditions (issue 16)
+
+
+def batch_position_model(path: Path, *, shift: float = 0.5, seed: int = 12) -> Path:
+    """x [batch, 8] -> x @ w + shift * (the sample's position in the batch): a model whose output depends on
+    where a sample sits in its batch (what a kernel mixing a batch's rows does), identical for every sample at
+    batch size 1."""
+    rng = np.random.default_rng(seed)
+    nodes = [helper.make_node("Shape", ["x"], ["shape"], name="shape"),
+             helper.make_node("Gather", ["shape", "zero"], ["n"], axis=0, name="batch_size"),
+             helper.make_node("Range", ["start", "n", "step"], ["pos"], name="positions"),
+             helper.make_node("Cast", ["pos"], ["posf"], to=F32, name="pos_float"),
+             helper.make_node("Unsqueeze", ["posf", "axis1"], ["pos2"], name="pos_column"),
+             helper.make_node("Mul", ["pos2", "shift"], ["offset"], name="offset"),
+             helper.make_node("MatMul", ["x", "w"], ["h"], name="fc"),
+             helper.make_node("Add", ["h", "offset"], ["y"], name="add_position")]
+    inits = [_w(rng, "w", (8, 4), 0.5), const("zero", 0, np.int64), const("start", 0, np.int64),
+             const("step", 1, np.int64), const("axis1", [1], np.int64), const("shift", shift)]
+    return save(model(nodes, [vi("x", ["batch", 8])], [vi("y", ["batch", 4])], inits), path)
+
+
+def sequence_sum_model(path: Path, *, features: int = 4, seed: int = 13) -> Path:
+    """x [batch, seq, features] -> sum over the sequence -> fc -> y [batch, features]: the sum grows with the
+    sequence, so an INT8 recipe calibrated at the opt length clips it at a longer one (the max shape only)."""
+    rng = np.random.default_rng(seed)
+    nodes = [helper.make_node("ReduceSum", ["x", "axis1"], ["s"], keepdims=0, name="sum_over_sequence"),
+             helper.make_node("MatMul", ["s", "w"], ["y"], name="fc")]
+    inits = [_w(rng, "w", (features, features), 0.5), const("axis1", [1], np.int64)]
+    return save(model(nodes, [vi("x", ["batch", "seq", features])], [vi("y", ["batch", features])], inits), path)

@@ -42,7 +42,7 @@ def test_fields_this_version_does_not_declare_are_kept_and_written_back():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"type": "timing"}, "'type' must be one of accuracy, perf, build, station, doctor, got 'timing'"),
+    ({"type": "timing"}, "'type' must be one of accuracy, perf, build, station, doctor, selfcheck, server, got 'timing'"),
     ({"model": None}, "accuracy row field 'model' must be a string, got None"),
     ({"batch": "1"}, "accuracy row field 'batch' must be an integer or null, got '1'"),
     ({"status": 3}, "accuracy row field 'status' must be a string, got 3"),
@@ -89,7 +89,7 @@ def test_a_version_2_row_gets_its_device_from_its_environment():
     cpu = parse_row({**V2_GPU, "backend": "ort_cpu"}, "r")
     assert cpu.device == {"host": "node1", "kind": "cpu", "name": "Xeon"}
     again = parse_row(json.loads(json.dumps(gpu.to_dict())), "again")
-    assert again.device == gpu.device and gpu.to_dict()["schema"] == SCHEMA_VERSION == 4
+    assert again.device == gpu.device and gpu.to_dict()["schema"] == SCHEMA_VERSION == 5
 
 
 def test_the_same_case_on_two_gpus_or_two_hosts_has_two_keys_and_one_case_key():
@@ -105,16 +105,16 @@ def test_the_same_case_on_two_gpus_or_two_hosts_has_two_keys_and_one_case_key():
     assert device_of(env, on_gpu=False) == {"host": "node1", "kind": "cpu", "name": "Xeon"}
 
 
-def test_a_doctor_row_is_schema_4_keyed_by_its_case_and_device_and_a_schema_3_row_reads_unchanged():
+def test_a_doctor_row_is_keyed_by_its_case_and_device_and_a_schema_3_row_reads_unchanged():
     from harness.rows import DoctorRow
 
     v3 = {**V2_GPU, "schema": 3, "device": {"host": "node1", "kind": "gpu", "name": "NVIDIA H200", "index": 1}}
-    assert parse_row(v3, "r").to_dict() == {**parse_row(v3, "r").to_dict(), **v3, "schema": 4}
+    assert parse_row(v3, "r").to_dict() == {**parse_row(v3, "r").to_dict(), **v3, "schema": SCHEMA_VERSION}
     doc = DoctorRow(id="ocr_rec-ort_cpu-int8-minmax-dynamic", model="ocr_rec", backend="ort_cpu",
                     recipe="int8-minmax", profile="dynamic", status="fixed", keep_fp32=["a", "b"],
                     device={"host": "h", "kind": "cpu", "name": "EPYC"},
                     price={"throughput": {"fixed": 24.0, "failing": 32.0, "fp32": 46.0}})
     out = json.loads(json.dumps(doc.to_dict()))
-    assert out["schema"] == 4 and parse_row(out, "r") == doc
+    assert out["schema"] == SCHEMA_VERSION and parse_row(out, "r") == doc
     assert doc.key() == ("doctor", "ocr_rec", "ort_cpu", "int8-minmax", "dynamic", "h|cpu||EPYC|")
     assert dict(junit_properties(doc)) == {"status": "fixed", "keep_fp32": "2", "price": "0.75"}
