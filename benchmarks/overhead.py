@@ -1,85 +1,158 @@
-"""What the harness's timing costs: serial-mode throughput over a bare loop on the same session and inputs.
+"""What a perf row costs: the row path against the loop a user writes by hand, on the bundled models.
 
-    python benchmarks/overhead.py [--backend ort_cpu] [--seconds 1.0] [--reps 7]
+    python benchmarks/overhead.py [--backend ort_cpu|ort_cuda] [--models classifier,ocr_rec,encoder]
+                                  [--batches 1,opt,max] [--seconds 1.0] [--reps 5] [--sync spin|block]
+                                  [--diagnose] [--out DIR] [--target 0.97]
 
-A tiny model (8 inputs, two 16-wide layers) makes each call a few microseconds, so per-call overhead
-dominates: the worst case for a timing harness. The bare loop is what a user writes by hand:
-``for _ in range(n): session.run(names, feeds)`` (ort_cpu), or ``session.run_with_iobinding(binding)`` on
-device-resident inputs (ort_cuda). Harness and bare loop alternate ``--reps`` times in one run; the ratio of
-their median throughputs is printed last. Target: >= 0.98.
+Row path: ``check_perf`` on a real HarnessSession (a temporary report dir, the engine cache), the code a
+``pytest -m perf`` serial case runs: samples, recipe, engine from the cache, runner creation, the Serial mode
+class, the resource monitor sampling the machine's state, the stop rule, the breakdown pass on a GPU, the row
+assembled and written. Its number is the row's samples/s. User's loop: benchmarks/loops.py (the source model
+with ORT_ENABLE_ALL, ONNX Runtime's own stream and threads, a fresh session per repetition, perf_counter
+around the loop). Every configuration (model x batch 1, opt, max of its dynamic profile) runs both sides in
+every repetition, the side that goes first alternating. Printed for each: the ratio of the two sides'
+medians, and the median of the per-repetition ratios (each pair measured within a second or two of each
+other, so that a load that comes and goes on a shared machine cancels out of it: the verdict) with a
+distribution-free 95 % confidence interval; the worst last. ``--diagnose`` adds two more sides that say where a gap comes from: the bare loop on the
+harness's own runner (its engine and session setup, no mode, no monitor) and the row path with the monitor
+idle (no samples but the first and the last). Exit status 1 when the worst ratio is below ``--target``.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
+from benchmarks.loops import (  # noqa: E402
+    Config,
+    Series,
+    UserLoop,
+    configs,
+    feeds,
+    machine,
+    median_ci,
+    row_path,
+    session,
+    temp_report_dir,
+)
 from harness.backends import RunnerOptions, get_backend  # noqa: E402
-from harness.cache import Cache  # noqa: E402
-from harness.profiles import Profile  # noqa: E402
-from harness.timing import TimingPolicy, run_serial  # noqa: E402
-from tests.helpers import mlp_model  # noqa: E402
+from harness.recipes import apply_recipe  # noqa: E402
+from harness.resources import ResourceMonitor  # noqa: E402
+from harness.session import HarnessSession  # noqa: E402
 
 
-def bare_loop(fn, args, n: int) -> float:
-    """The hand-written loop: the backend call inline, timed around the whole loop."""
-    if len(args) == 2:
-        a, b = args
+def harness_bare(hs: HarnessSession, backend_name: str, c: Config, seconds: float, min_iters: int) -> float:
+    """The bare loop on the harness's own runner: its engine and setup, the call the Serial mode makes,
+    perf_counter around it; no mode class, no monitor, no row."""
+    backend = get_backend(backend_name)
+    spec = hs.model(c.model)
+    profile = spec.profiles["dynamic"]
+    art = apply_recipe(hs.recipe("fp32"), spec, hs.cache)
+    engine = backend.build(art.path, profile, hs.cache, label=f"{spec.name}/{backend.name}/fp32-dynamic",
+                           model_hash=art.model_hash, options=hs.build_options(backend, art.build_options))
+    with engine.runner(RunnerOptions(threads=backend.runner_threads("serial", 1))) as runner:
+        runner.prepare(feeds(spec, c.batch), resident=True)
+        fn, args = runner.timed_call()
+        t0, n = time.perf_counter(), 0
+        while time.perf_counter() - t0 < 0.2:
+            fn(*args)
+            n += 1
+        iters = max(min_iters, int(seconds / ((time.perf_counter() - t0) / n)) + 1)
         t0 = time.perf_counter()
-        for _ in range(n):
-            fn(a, b)
-    else:
-        (a,) = args
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn(a)
-    return n / (time.perf_counter() - t0)
+        for _ in range(iters):
+            fn(*args)
+        return iters * c.batch / (time.perf_counter() - t0)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backend", default="ort_cpu")
-    ap.add_argument("--seconds", type=float, default=1.0, help="per repetition and side")
-    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--models", default="classifier,ocr_rec,encoder")
+    ap.add_argument("--batches", default="1,opt,max", help="of each model's dynamic profile: 1, opt, max")
+    ap.add_argument("--seconds", type=float, default=1.0, help="measured per repetition and side")
+    ap.add_argument("--min-iters", type=int, default=20)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--sync", default="spin", choices=("spin", "block"), help="GPU: how the row's host waits")
+    ap.add_argument("--diagnose", action="store_true", help="also the harness's bare loop and the row without sampling")
+    ap.add_argument("--cache", type=Path, help="engine cache (default: the project's)")
+    ap.add_argument("--out", type=Path, help="write overhead.json (every repetition) there")
+    ap.add_argument("--target", type=float, default=0.97)
     args = ap.parse_args()
     backend = get_backend(args.backend)
     reason = backend.unavailable()
     if reason:
         print(f"{args.backend}: {reason}")
         return 2
-    with tempfile.TemporaryDirectory() as tmp:
-        model = mlp_model(Path(tmp) / "tiny.onnx")
-        profile = Profile.from_strings("b1", shapes="x:1x8")
-        engine = backend.build(model, profile, Cache(Path(tmp) / "cache"), label="tiny", model_hash="tiny")
-        feeds = {"x": np.random.default_rng(0).standard_normal((1, 8)).astype(np.float32)}
-        runner = engine.runner(RunnerOptions(threads=1))
-        on_gpu = backend.on_gpu
-        runner.prepare(feeds, resident=on_gpu)  # GPU: device-resident inputs; CPU: session.run on numpy feeds
-        fn, fargs = runner.timed_call()  # the same session, inputs and call the harness's serial mode makes
-        policy = TimingPolicy(warmup=0.2, min_duration=args.seconds, min_iters=100)
-        probe = bare_loop(fn, fargs, 2000)
-        n = max(1000, int(probe * args.seconds))
-        harness_rates, bare_rates = [], []
-        for rep in range(args.reps):
-            h = run_serial(runner.timed_call(), policy, batch=1).throughput
-            b = bare_loop(fn, fargs, n)
-            harness_rates.append(h)
-            bare_rates.append(b)
-            print(f"rep {rep}: harness {h:12,.0f} calls/s   bare loop {b:12,.0f} calls/s   ratio {h / b:.4f}")
-        runner.close()
-    ratio = statistics.median(harness_rates) / statistics.median(bare_rates)
-    print(f"{args.backend}: {1e6 / statistics.median(bare_rates):.2f} us per bare call; "
-          f"harness serial / bare loop throughput (medians of {args.reps}): {ratio:.4f}")
-    return 0
+    report = args.out / "rows" if args.out else temp_report_dir("overhead-")
+    hs = session(args.backend, seconds=args.seconds, min_iters=args.min_iters, report_dir=report, cache_dir=args.cache)
+    cfgs, skipped = configs(hs, args.models.split(","), args.batches.split(","))
+    for s in skipped:
+        print(f"left out: {s}")
+    before = machine()
+    print(f"machine: {before['cpu']}, {before['cores']} cores, {' '.join(before['cpu_features'])}; "
+          f"load average {before['load_avg']}")
+    sides = ["row", "user"] + (["harness bare", "row, monitor idle"] if args.diagnose else [])
+    data = {c: {s: Series() for s in sides} for c in cfgs}
+    other_load: dict[Config, list[float]] = {c: [] for c in cfgs}
+    users = {c: UserLoop(args.backend, hs.model(c.model), c.batch) for c in cfgs}
+    for rep in range(args.reps):
+        for c in cfgs:
+            order = sides if rep % 2 == 0 else sides[1::-1] + sides[2:]
+            for side in order:
+                if side == "row":
+                    row = row_path(hs, args.backend, c, sync=args.sync)
+                    rate = row.throughput or 0.0
+                    load = row.state.get("host_other_load_per_cpu")
+                    if load is not None:
+                        other_load[c].append(load)
+                elif side == "user":
+                    rate = users[c].measure(args.seconds, args.min_iters)
+                elif side == "harness bare":
+                    rate = harness_bare(hs, args.backend, c, args.seconds, args.min_iters)
+                else:
+                    idle = ResourceMonitor(interval=3600.0, gpu_index=0 if backend.on_gpu else None)
+                    rate = row_path(hs, args.backend, c, sync=args.sync, monitor=idle).throughput or 0.0
+                data[c][side].rates.append(rate)
+            d = data[c]
+            print(f"rep {rep} {c.label:28s} " + "  ".join(f"{s} {d[s].rates[-1]:10,.1f}" for s in sides)
+                  + f"  ratio {d['row'].rates[-1] / d['user'].rates[-1]:.3f}", flush=True)
+    after = machine()
+    print(f"\n{args.backend}: row path over the user's loop, medians of {args.reps} interleaved repetitions "
+          f"(samples/s)")
+    results = []
+    for c in cfgs:
+        d = data[c]
+        lo, paired, hi = median_ci([h / u for h, u in zip(d["row"].rates, d["user"].rates)])
+        ratio = d["row"].median / d["user"].median
+        extra = ""
+        if args.diagnose:
+            extra = (f"  harness bare / user {d['harness bare'].median / d['user'].median:.3f}"
+                     f"  row / harness bare {d['row'].median / d['harness bare'].median:.3f}"
+                     f"  row, monitor idle / row {d['row, monitor idle'].median / d['row'].median:.3f}")
+        loads = sorted(other_load[c])
+        load = loads[len(loads) // 2] if loads else None
+        reps = " ".join(f"{h / u:.2f}" for h, u in zip(d["row"].rates, d["user"].rates))
+        print(f"{c.label:28s} row {d['row'].median:12,.1f}  user {d['user'].median:12,.1f}  ratio {paired:.3f} "
+              f"(95 % CI {lo:.3f}-{hi:.3f}; ratio of medians {ratio:.3f}; other load/CPU "
+              f"{'–' if load is None else f'{load:.2f}'})  reps {reps}{extra}")
+        results.append({"model": c.model, "batch": c.batch, "which": c.which, "ratio": paired, "ci": [lo, hi],
+                        "ratio_of_medians": ratio, "other_load_per_cpu": load, **{s: d[s].rates for s in sides}})
+    print(f"load average before {before['load_avg']}, after {after['load_avg']} ({before['cores']} cores)")
+    worst = min(results, key=lambda r: r["ratio"])
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "overhead.json").write_text(json.dumps(
+            {"backend": args.backend, "sync": args.sync, "seconds": args.seconds, "reps": args.reps,
+             "machine_before": before, "machine_after": after, "configs": results}, indent=1))
+    print(f"worst: {worst['model']} b{worst['batch']}: row / user's loop = {worst['ratio']:.3f} (median of paired "
+          f"ratios, 95 % CI {worst['ci'][0]:.3f}-{worst['ci'][1]:.3f}; ratio of medians "
+          f"{worst['ratio_of_medians']:.3f}; target >= {args.target})")
+    return 0 if worst["ratio"] >= args.target else 1
 
 
 if __name__ == "__main__":

@@ -138,7 +138,7 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> AccuracyRow:
         engine = backend.build(art.path, profile, hs.cache, label=label, model_hash=art.model_hash,
                                options=hs.build_options(backend, art.build_options), calibration=art.calibration)
         row.update(build_seconds=round(engine.entry.build_seconds, 3), engine_size=engine.entry.size,
-                   cache_hit=engine.entry.hit, engine_key=engine.entry.key)
+                   cache_hit=engine.entry.hit, engine_key=engine.entry.key, setup=engine.describe())
         ref = reference_outputs(hs.cache, spec, samples, device=hs.settings.reference_device)
         row.setup_seconds = round(time.perf_counter() - t0, 3)
         expect = case_expectation(hs, case)
@@ -274,6 +274,6 @@ def check_build(hs: HarnessSession, case: AccuracyCase) -> BuildRow:
         raise
     row.update(status="pass", build_seconds=round(engine.entry.build_seconds, 3), engine_size=engine.entry.size,
                cache_hit=engine.entry.hit, engine_key=engine.entry.key, engine_info=engine.entry.info,
-               recipe_info=row_info(art.info))
+               setup=engine.describe(), recipe_info=row_info(art.info))
     hs.write_row(row)
     return row

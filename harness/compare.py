@@ -22,11 +22,11 @@ whatever it ran on. The comparison fails (``python -m harness compare A B`` exit
 * a **missing case**: in the baseline but absent from the candidate, or skipped there (``allow_missing``
   accepts them).
 
-A perf row measured unstable on either side is **inconclusive**: listed, never a regression nor an
-improvement. The bootstrap treats a run's iterations as independent, which they are not quite (a slow phase
-lasts), so its interval is narrower than the run-to-run noise: asking the whole interval to clear the
-threshold is what keeps a busy machine's wobble (a p99 "33 % slower, CI +0.4 % to +320 %" between two runs
-of the same build) from failing a build.
+A perf row measured unstable, or on a throttled GPU or an overloaded host (``state_flags``), on either
+side is **inconclusive**: listed, never a regression nor an improvement. The bootstrap treats a run's
+iterations as independent, which they are not quite (a slow phase lasts), so its interval is narrower than
+the run-to-run noise: asking the whole interval to clear the threshold is what keeps a busy machine's wobble
+(a p99 "33 % slower, CI +0.4 % to +320 %" between two runs of the same build) from failing a build.
 """
 
 from __future__ import annotations
@@ -246,11 +246,16 @@ def _verdict(ratio: Ratio, threshold: float) -> str | None:
 
 def perf_changes(b: PerfRow | StationRow, r: PerfRow | StationRow, th: Thresholds) -> list[Change]:
     p50 = (b.latency_ms.get("p50"), r.latency_ms.get("p50"))
+    def flags(row: PerfRow | StationRow) -> list[str]:  # station rows record no machine state (yet)
+        return getattr(row, "state_flags", None) or []
+
     unstable = [(side, row) for side, row in (("baseline", b), ("candidate", r))
-                if row.status == "unstable" or row.stable is False]
+                if row.status == "unstable" or row.stable is False or flags(row)]
     if unstable:
         # the first reason of each side says enough; the rows hold them all
-        why = "; ".join(f"{side} unstable: {(row.unstable_reasons or ['marked so'])[0]}" for side, row in unstable)
+        why = "; ".join(f"{side} unstable: {(row.unstable_reasons or ['marked so'])[0]}"
+                        if row.status == "unstable" or row.stable is False else f"{side} {flags(row)[0]}"
+                        for side, row in unstable)
         return [Change(r.label, "p50 ms", p50[0], p50[1], "inconclusive", why)]
     hb, hr = _hist(b), _hist(r)
     rate = ""

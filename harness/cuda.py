@@ -136,8 +136,18 @@ class Stream:
 
 
 class Event:
-    def __init__(self) -> None:
-        self.handle = check(_rt().cudaEventCreate(), "cudaEventCreate")
+    """A CUDA event. ``timing``: it can be timed against another (``seconds_since``); an event that only
+    marks completion is created without timing, which makes recording and waiting on it cheaper.
+    ``blocking``: a thread waiting on it sleeps until the GPU signals it (``cudaEventBlockingSync``) instead
+    of spinning or yielding as CUDA's default wait does."""
+
+    def __init__(self, *, timing: bool = True, blocking: bool = False) -> None:
+        rt = _rt()
+        flags = (0 if timing else rt.cudaEventDisableTiming) | (rt.cudaEventBlockingSync if blocking else 0)
+        if flags:
+            self.handle = check(rt.cudaEventCreateWithFlags(flags), f"cudaEventCreateWithFlags({flags})")
+        else:
+            self.handle = check(rt.cudaEventCreate(), "cudaEventCreate")
 
     def record(self, stream: Stream) -> None:
         check(_rt().cudaEventRecord(self.handle, stream.handle), "cudaEventRecord")

@@ -31,7 +31,7 @@ class OptionError(HarnessError):
 class Option:
     dest: str
     help: str
-    kind: str  # str | path | list | int | count | float | flag | boollist | intlist | options | gpus | shard
+    kind: str  # str | path | list | int | count | float | flag | boollist | intlist | options | ort_setup | gpus | shard
     default: Any = None
     choices: tuple[str, ...] = ()
 
@@ -71,6 +71,9 @@ OPTIONS: list[Option] = [
            "shapes) or an extra shape's name (default: all)", "list"),
     Option("trt_options", "TensorRT builder options, e.g. opt_level=5,workspace_mb=4096,max_aux_streams=2,tf32=yes,"
            "compute_capabilities=SM86+SM89 (TensorRT-RTX)", "options"),
+    Option("ort_setup", "ONNX Runtime session setup over each ORT backend's default, e.g. engine=optimized,load=all,"
+           "conv_algo=HEURISTIC,nhwc=yes,arena=as_requested,stream=own (the conv_algo, nhwc, arena and stream keys: "
+           "ort_cuda only)", "ort_setup"),
     Option("perf_modes", "perf modes: serial, multistream, threadpool, server (open-loop: harness.server_check)", "list",
            ",".join(PERF_MODES), (*PERF_MODES, "server")),
     Option("perf_batches", "perf batch sizes (default: 1 and each profile's opt batch)", "intlist"),
@@ -80,6 +83,10 @@ OPTIONS: list[Option] = [
     Option("perf_min_iters", "iterations each perf measurement has at least", "int", "20"),
     Option("perf_max_cv", "robust latency CV above which a perf run is marked unstable", "float", "0.25"),
     Option("perf_max_drift", "windowed throughput drift above which a perf run is marked unstable", "float", "0.2"),
+    Option("perf_max_load", "other processes' runnable threads per CPU above which the host is overloaded and a "
+           "perf row is flagged", "float", "1.0"),
+    Option("perf_sync", "GPU: how the host waits for the device: spin (CUDA's default), block (blocking-sync event), "
+           "or spin,block", "list", "spin", ("spin", "block")),
     Option("perf_resident", "inputs resident on the device: yes, no, or yes,no", "boollist", "yes"),
     Option("perf_cuda_graph", "CUDA graphs: no, yes, or no,yes", "boollist", "no"),
     Option("perf_recipes", "recipes to time (default: the registry's perf_recipes among the accuracy recipes)", "list"),
@@ -182,11 +189,19 @@ def parse_value(opt: Option, raw: Raw) -> Any:
         from .shard import parse_shard
 
         return parse_shard(s, raw.source)
-    if opt.kind == "options":
+    if opt.kind in ("options", "ort_setup"):
         try:
-            return parse_builder_options(s)
+            parsed = parse_builder_options(s)
         except ValueError:
             raise refuse("give key=value pairs separated by commas, e.g. opt_level=5,tf32=yes") from None
+        if opt.kind == "ort_setup":  # every key and value checked now, not when the first ORT case builds
+            from .backends.ort_setup import OrtSetup
+
+            try:
+                OrtSetup().with_options(parsed, where=raw.source)
+            except HarnessError as exc:
+                raise OptionError(str(exc)) from None
+        return parsed
     if opt.choices and s not in opt.choices:
         raise refuse(f"give one of {', '.join(opt.choices)}")
     return s
@@ -253,7 +268,7 @@ def settings_from(values: dict[str, Any], sources: dict[str, str] | None = None)
     perf = PerfSettings(
         modes=v["perf_modes"], batches=v["perf_batches"], concurrency=v["perf_concurrency"],
         duration=v["perf_duration"], warmup=v["perf_warmup"], min_iters=v["perf_min_iters"],
-        max_cv=v["perf_max_cv"], max_drift=v["perf_max_drift"],
+        max_cv=v["perf_max_cv"], max_drift=v["perf_max_drift"], max_load=v["perf_max_load"], sync=v["perf_sync"],
         resident=v["perf_resident"], cuda_graph=v["perf_cuda_graph"], recipes=v["perf_recipes"],
         profiles=v["perf_profiles"], stations=v["stations"], station_modes=v["station_modes"],
         check_requests=v["perf_check_requests"], server_rates=v["server_rates"], latency_bound=v["perf_latency_bound"],
@@ -262,7 +277,8 @@ def settings_from(values: dict[str, Any], sources: dict[str, str] | None = None)
                     models=v["models"], backends=v["backends"], recipes=v["recipes"], profiles=v["profiles"],
                     eval_size=v["eval_size"], rebuild=v["rebuild_engines"], baseline=v["baseline"],
                     history=v["history"],
-                    reference_device=v["reference_device"], trt_options=v["trt_options"] or {}, perf=perf,
+                    reference_device=v["reference_device"], trt_options=v["trt_options"] or {},
+                    ort_setup=v["ort_setup"] or {}, perf=perf,
                     strict_budgets=bool(v["strict_budgets"]), doctor=bool(v["doctor"]),
                     doctor_max_minutes=v["doctor_max_minutes"], doctor_samples=v["doctor_samples"],
                     sources=dict(sources or {}), shapes=v["shapes"])

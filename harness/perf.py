@@ -9,11 +9,18 @@ Each mode is a small class over the Runner interface (``Mode.measure(runners, po
 ``threadpool``   N host threads, each owning one runner and running it back to back.
 
 Parameters: batch size, N, inputs resident on the device or copied in every iteration, CUDA graphs on or
-off where the backend has them. On the CPU the cores are split between runners (N x threads <= cores, and
-at least 2 threads for a session serving ``run_async``); the split is recorded in every row. A mode the
-backend cannot do raises ModeUnsupported and the test is skipped with the reason. A runner that raises
-anything else stops its mode at once, in warm-up as in measurement, with :class:`RunnerFailed` naming the
-mode, the runner and the phase ("threadpool runner 2 of 4 failed during warm-up: ...").
+off where the backend has them, and on a GPU how the host waits for it (``sync``: spin or block). On the
+CPU the cores are split between runners (N x threads <= cores, and at least 2 threads for a session serving
+``run_async``; serial mode keeps ONNX Runtime's default pool); the split is recorded in every row. A mode the backend cannot do raises ModeUnsupported and
+the test is skipped with the reason. A runner that raises anything else stops its mode at once, in warm-up
+as in measurement, with :class:`RunnerFailed` naming the mode, the runner and the phase ("threadpool runner
+2 of 4 failed during warm-up: ...").
+
+The timed loops carry nothing but the backend's call and the clock: no timing events (GPU device times and
+trtexec's H2D / compute / D2H / enqueue breakdown come from a pass of their own on the first runner after
+the window, :mod:`harness.breakdown`). A row records the machine's state during the run (clocks, throttling,
+host load: :mod:`harness.machine_state`); a row measured while throttled or on an overloaded host is
+flagged (``state_flags``).
 """
 
 from __future__ import annotations
@@ -24,9 +31,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-import numpy as np
-
 from .backends import Engine, Runner, RunnerOptions, get_backend
+from .breakdown import pass_length
 from .data import SampleSet, batch_size_of
 from .environment import this_gpu_index
 from .errors import HarnessError, ModeUnsupported
@@ -50,6 +56,7 @@ class PerfCase:
     concurrency: int = 1
     resident: bool = True
     cuda_graph: bool = False
+    sync: str = "spin"  # how the host waits for a GPU: spin (CUDA's default) or block
 
     @property
     def id(self) -> str:
@@ -60,6 +67,8 @@ class PerfCase:
             parts.append("copy")
         if self.cuda_graph:
             parts.append("graph")
+        if self.sync != "spin":
+            parts.append(self.sync)
         return "-".join(parts)
 
 
@@ -88,8 +97,9 @@ def perf_cases(hs: HarnessSession) -> Iterator[PerfCase]:
                             for n in ([1] if mode == "serial" else ps.concurrency):
                                 for resident in ps.resident:
                                     for graph in ps.cuda_graph:
-                                        yield PerfCase(spec.name, backend, recipe, pname, mode, batch, n,
-                                                       resident, graph)
+                                        for sync in ps.sync:
+                                            yield PerfCase(spec.name, backend, recipe, pname, mode, batch, n,
+                                                           resident, graph, sync)
 
 
 # ---------------------------------------------------------------------------------------------- modes
@@ -111,7 +121,10 @@ def _raise_failed(mode: str, k: int, n: int, phase: str, exc: BaseException) -> 
 
 
 class Mode:
-    """One way of driving runners: how many it needs and how it times them. Small and stateless."""
+    """One way of driving runners: how many it needs and how it times them. Small and stateless.
+
+    ``measure`` returns the Measurement of the timed window; on runners that time the device
+    (``times_gpu``) it also holds trtexec's breakdown, from :meth:`add_breakdown` after the window."""
 
     name: str = ""
 
@@ -124,9 +137,18 @@ class Mode:
         loops, between timed ones."""
         raise NotImplementedError
 
+    def add_breakdown(self, runners: list[Runner], m: Measurement) -> Measurement:
+        """The first runner's breakdown, one request at a time, after the window (never inside it)."""
+        if runners and runners[0].times_gpu:
+            try:
+                m.breakdown = runners[0].breakdown(pass_length(m.iterations))
+            except BaseException as exc:
+                _raise_failed(self.name, 0, len(runners), "in the breakdown pass after the window", exc)
+        return m
+
 
 class Serial(Mode):
-    """One runner, one request at a time, back to back; device time from events in a short pass of its own."""
+    """One runner, one request at a time, back to back."""
 
     name = "serial"
 
@@ -152,11 +174,9 @@ class Serial(Mode):
                 return check.take(0, r) if check.due(0, t) else None
         try:
             m = run_serial(call, policy, batch=batch, clock=clock, warmed=warmed, between=between)
-            if r.times_gpu:
-                m.gpu_seconds = np.asarray(r.gpu_times(min(200, max(m.iterations, 10))))
         except BaseException as exc:
             _raise_failed(self.name, 0, 1, TIMING, exc)
-        return m
+        return self.add_breakdown(runners, m)
 
 
 class MultiStream(Mode):
@@ -185,7 +205,6 @@ class MultiStream(Mode):
             phase = TIMING
             starts: list[float] = []
             ends: list[float] = []
-            gpu: list[float] = []
             submitted = [0.0] * n
             active = [True] * n
             start = clock()
@@ -203,9 +222,6 @@ class MultiStream(Mode):
                     t = clock()
                     starts.append(submitted[i])
                     ends.append(t)
-                    g = r.last_gpu_seconds()
-                    if g is not None:
-                        gpu.append(g)
                     if not stopping and t - start >= policy.min_duration and len(ends) >= policy.min_iters:
                         stopping = True
                     if not stopping and t - start >= policy.max_duration:
@@ -220,8 +236,9 @@ class MultiStream(Mode):
                 i = (i + 1) % n
         except BaseException as exc:
             _raise_failed(self.name, i, n, phase, exc)
-        return summarize(starts, ends, (start, max(ends)), batch=batch, policy=policy, warmup_iters=warm,
-                         warmup_seconds=warm_s, capped=capped, gpu_seconds=gpu or None)
+        m = summarize(starts, ends, (start, max(ends)), batch=batch, policy=policy, warmup_iters=warm,
+                      warmup_seconds=warm_s, capped=capped)
+        return self.add_breakdown(runners, m)
 
 
 class ThreadPool(Mode):
@@ -240,7 +257,6 @@ class ThreadPool(Mode):
         go = threading.Barrier(n + 1)
         stop = threading.Event()
         records: list[list[tuple[float, float]]] = [[] for _ in range(n)]
-        gpu: list[list[float]] = [[] for _ in range(n)]
         warm: list[tuple[int, float]] = [(0, 0.0)] * n
         failures: list[tuple[int, str, BaseException]] = []
 
@@ -253,7 +269,7 @@ class ThreadPool(Mode):
                 ready.wait()
                 go.wait()
                 phase = TIMING
-                rec, g = records[k], gpu[k]
+                rec = records[k]
                 while not stop.is_set():
                     a = clock()
                     fn(*args)
@@ -261,9 +277,6 @@ class ThreadPool(Mode):
                     rec.append((a, b))
                     if b >= due_at[k]:
                         fn, args = check.take(k, r)  # type: ignore[union-attr]
-                    t = r.last_gpu_seconds()
-                    if t is not None:
-                        g.append(t)
             except threading.BrokenBarrierError:
                 return  # another runner failed: its error is the one reported
             except BaseException as exc:  # surfaced by the main thread, which stops waiting at once
@@ -301,10 +314,10 @@ class ThreadPool(Mode):
             k, phase, exc = failures[0]
             _raise_failed(self.name, k, n, phase, exc)
         pairs = [p for rec in records for p in rec]
-        return summarize([a for a, _ in pairs], [b for _, b in pairs], (start, max(b for _, b in pairs)),
-                         batch=batch, policy=policy, warmup_iters=sum(w[0] for w in warm),
-                         warmup_seconds=max(w[1] for w in warm), capped=capped,
-                         gpu_seconds=[x for g in gpu for x in g] or None)
+        m = summarize([a for a, _ in pairs], [b for _, b in pairs], (start, max(b for _, b in pairs)),
+                      batch=batch, policy=policy, warmup_iters=sum(w[0] for w in warm),
+                      warmup_seconds=max(w[1] for w in warm), capped=capped)
+        return self.add_breakdown(runners, m)
 
 
 MODE_CLASSES: dict[str, Mode] = {m.name: m for m in (Serial(), MultiStream(), ThreadPool())}
@@ -318,7 +331,7 @@ def measure_mode(engine: Engine, case: PerfCase, feeds: dict[str, Any], policy: 
     ``monitor`` samples resources while the mode runs (warm-up and measurement), not while sessions or
     contexts are created."""
     mode = MODE_CLASSES[case.mode]
-    options = RunnerOptions(threads=threads, cuda_graph=case.cuda_graph)
+    options = RunnerOptions(threads=threads, cuda_graph=case.cuda_graph, sync=case.sync)
     runners: list[Runner] = []
     try:
         for _ in range(mode.runner_count(case.concurrency)):
@@ -334,8 +347,9 @@ def measure_mode(engine: Engine, case: PerfCase, feeds: dict[str, Any], policy: 
             r.close()
 
 
-def check_perf(hs: HarnessSession, case: PerfCase) -> PerfRow:
-    """Time one perf case; write and return its row."""
+def check_perf(hs: HarnessSession, case: PerfCase, *, monitor: ResourceMonitor | None = None) -> PerfRow:
+    """Time one perf case; write and return its row. ``monitor``: the resource monitor to sample the run with
+    (by default one for this backend's device; tests inject readings through their own)."""
     spec = hs.model(case.model)
     recipe = hs.recipe(case.recipe)
     profile = spec.profiles[case.profile]
@@ -347,11 +361,13 @@ def check_perf(hs: HarnessSession, case: PerfCase) -> PerfRow:
     row = PerfRow(
         id=case.id, model=spec.name, backend=backend.name, recipe=recipe.name, profile=profile.name,
         mode=case.mode, batch=case.batch, concurrency=case.concurrency, resident=case.resident,
-        cuda_graph=case.cuda_graph, recipe_kind=recipe.kind, backend_version=backend.version(),
-        threads_per_runner=threads, transfers_included=not case.resident,
+        cuda_graph=case.cuda_graph, sync=case.sync if backend.on_gpu or case.sync != "spin" else None,
+        recipe_kind=recipe.kind, backend_version=backend.version(), threads_per_runner=threads,
+        transfers_included=not case.resident,
         policy={"warmup_s": ps.warmup, "min_duration_s": ps.duration, "min_iters": ps.min_iters,
-                "max_cv": ps.max_cv, "max_drift": ps.max_drift},
+                "max_cv": ps.max_cv, "max_drift": ps.max_drift, "max_load": ps.max_load},
     )
+    mon = monitor or ResourceMonitor(gpu_index=this_gpu_index() if backend.on_gpu else None, max_load=ps.max_load)
     try:
         samples = SampleSet(spec, profile, size=case.batch)
         samples.check_profile(case.batch)
@@ -361,8 +377,7 @@ def check_perf(hs: HarnessSession, case: PerfCase) -> PerfRow:
         options = hs.build_options(backend, art.build_options, backend.perf_build_options(case.mode, case.concurrency))
         engine = backend.build(art.path, profile, hs.cache, label=label, model_hash=art.model_hash, options=options,
                                calibration=art.calibration)
-        row.update(engine_key=engine.entry.key, cache_hit=engine.entry.hit)
-        mon = ResourceMonitor(gpu_index=this_gpu_index() if backend.on_gpu else None)
+        row.update(engine_key=engine.entry.key, cache_hit=engine.entry.hit, setup=engine.describe())
         check = load_check_for(hs, spec, profile, case.batch, MODE_CLASSES[case.mode].runner_count(case.concurrency),
                                case.resident, policy)
         m, runner_facts = measure_mode(engine, case, feeds, policy, threads, mon, check)
@@ -376,6 +391,8 @@ def check_perf(hs: HarnessSession, case: PerfCase) -> PerfRow:
     row.runner = runner_facts
     row.resources = mon.result
     row.load_check = checked
+    row.state = mon.state
+    row.state_flags = mon.flags
     row.status = "pass" if m.stable else "unstable"
     if failure:
         row.update(status="fail", message=failure)

@@ -465,10 +465,13 @@ def _timed(hs: HarnessSession, record: Callable[[str, object], None], run: Calla
     __tracebackhide__ = True
     with _properties(hs, record):
         row = _outcome(run, AssertionError)
-    if row.stable is False:
-        import warnings
+    import warnings
 
+    if row.stable is False:
         warnings.warn(PerfUnstable(f"{case_id}: unstable: {'; '.join(row.unstable_reasons)}"), stacklevel=3)
+    flags = getattr(row, "state_flags", None)  # perf rows record the machine's state; station rows do not yet
+    if flags:
+        warnings.warn(PerfDisturbed(f"{case_id}: not quotable: {'; '.join(flags)}"), stacklevel=3)
     return row
 
 
@@ -488,6 +491,11 @@ def _properties(hs: HarnessSession, record: Callable[[str, object], None]) -> It
 
 class PerfUnstable(UserWarning):
     """A perf measurement did not settle (high CV or drifting throughput); its row is marked unstable."""
+
+
+class PerfDisturbed(UserWarning):
+    """A perf measurement ran on a machine in no state to quote it (GPU throttled, host overloaded); its row
+    is flagged (``state_flags``) and never chosen as a winner."""
 
 
 def _outcome(run: Callable[[], R], failure: type[BaseException], known: str | None = None,

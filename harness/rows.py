@@ -23,9 +23,12 @@ field, and lenient about the rest: a key this version does not declare is kept i
 back unchanged, so rows from a newer harness (or fields added on another branch) survive a merge.
 Errors name the file and line. Versions: rows written before the schema existed have no ``schema`` key
 and are version 1; version 2 rows have no ``device``; version 4 added the ``doctor`` type (no row of another
-type changed, but a version 3 reader must refuse a doctor row as newer, not as an unknown type); version 4
-rows have no accuracy ``shape`` (they ran at the profile's opt shape, the default) and no ``selfcheck`` or
-``server`` types; :func:`migrate` brings older rows to the current version.
+type changed, but a version 3 reader must refuse a doctor row as newer, not as an unknown type). Version 4
+rows have no accuracy ``shape`` (they ran at the profile's opt shape, the default), no ``selfcheck`` or
+``server`` types, perf rows no ``load_check``, no ``sync`` (part of a perf row's case since version 5: a GPU
+row timed with the host sleeping on a blocking-sync event is another case than one timed spinning; no sync
+reads as spin, what every older row measured) and no machine state (``state``, ``state_flags``: an older
+row's machine is unknown, not flagged); :func:`migrate` brings older rows to the current version.
 
 Nested statistics stay mappings: ``metrics`` {"rel_l2.p99": ...}, ``latency_ms`` {"p50": ...}.
 """
@@ -191,6 +194,7 @@ class AccuracyRow(Row):
     engine_size: int | None = None
     cache_hit: bool | None = None
     engine_key: str | None = None
+    setup: dict[str, Any] = field(default_factory=dict)  # how the engine is set up (ONNX Runtime: its session setup)
     setup_seconds: float | None = None
     seconds: float | None = None
     runner: dict[str, Any] = field(default_factory=dict)
@@ -247,11 +251,13 @@ class PerfRow(Row):
     concurrency: int = 1
     resident: bool = True
     cuda_graph: bool = False
+    sync: str | None = None  # GPU backends: how the host waits, "spin" or "block" (None on the CPU)
     threads_per_runner: int | None = None
     transfers_included: bool | None = None
     policy: dict[str, Any] = field(default_factory=dict)
     engine_key: str | None = None
     cache_hit: bool | None = None
+    setup: dict[str, Any] = field(default_factory=dict)  # how the engine is set up (ONNX Runtime: its session setup)
     throughput: float | None = None  # samples / s over the measurement window
     iterations: int | None = None
     wall_s: float | None = None
@@ -265,15 +271,30 @@ class PerfRow(Row):
     drift: float | None = None
     stable: bool | None = None
     unstable_reasons: list[str] = field(default_factory=list)
-    gpu_ms: dict[str, float] | None = None
+    stability_notes: list[str] = field(default_factory=list)  # what the verdict could not check (drift)
+    gpu_ms: dict[str, float] | None = None  # device compute time per request (mean, p50, p99), from events
+    breakdown_ms: dict[str, Any] | None = None  # trtexec's breakdown by part, ms (harness.breakdown)
+    throughput_compute: float | None = None  # samples / s from the compute time alone (transfers excluded)
+    throughput_transfers: float | None = None  # samples / s one request at a time with both copies
     runner: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
     # schema 5: accuracy under load: requests checked during the measurement (harness.load_check)
     load_check: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)  # the machine during the run (harness.machine_state)
+    state_flags: list[str] = field(default_factory=list)  # why not to quote it: GPU throttled, host overloaded
+
+    def case_key(self) -> tuple[str, ...]:
+        # a row without a sync (the CPU's, or written before schema 5) is the default case, spin
+        return (*super().case_key(), self.sync or "spin")
 
     @property
     def measured(self) -> bool:
         return bool(self.throughput) and self.status in ("pass", "unstable")
+
+    @property
+    def quotable(self) -> bool:
+        """Measured, stable, and on a machine in a state to quote it (not throttled, host not overloaded)."""
+        return self.measured and self.stable is not False and self.status != "unstable" and not self.state_flags
 
     @property
     def config(self) -> str:
@@ -299,6 +320,7 @@ class BuildRow(Row):
     engine_size: int | None = None
     cache_hit: bool | None = None
     engine_key: str | None = None
+    setup: dict[str, Any] = field(default_factory=dict)
     engine_info: dict[str, Any] = field(default_factory=dict)
     recipe_info: dict[str, Any] = field(default_factory=dict)
 
@@ -511,6 +533,8 @@ def junit_properties(row: Row) -> list[tuple[str, object]]:
     props += [(n.name, f"{n.value:.6g}") for n in row.numbers()]
     if isinstance(row, (PerfRow, StationRow)) and row.stable is not None:
         props.append(("stable", "yes" if row.stable else "no"))
+    if isinstance(row, PerfRow) and row.state_flags:
+        props.append(("state_flags", "; ".join(row.state_flags)))
     return props
 
 
@@ -533,6 +557,8 @@ def migrate(data: dict[str, Any], version: int) -> dict[str, Any]:
         if device["kind"] == "gpu" and device["index"] is None:
             device["index"] = 0
         data["device"] = device
+    # version < 5: nothing to rewrite; a perf row without ``sync`` is keyed as spin (PerfRow.case_key), and
+    # one without ``state`` was measured on a machine nobody recorded
     data["schema"] = SCHEMA_VERSION
     return data
 

@@ -37,6 +37,8 @@ class PerfSettings:
     min_iters: int = 20
     max_cv: float = 0.25  # robust latency CV above which a run is unstable
     max_drift: float = 0.20  # windowed throughput drift above which a run is unstable
+    max_load: float = 1.0  # other processes' runnable threads per CPU above which the host is overloaded
+    sync: list[str] = field(default_factory=lambda: ["spin"])  # GPU: how the host waits (spin, block)
     resident: list[bool] = field(default_factory=lambda: [True])
     cuda_graph: list[bool] = field(default_factory=lambda: [False])
     recipes: list[str] | None = None  # None: the accuracy recipes
@@ -64,6 +66,7 @@ class Settings:
     history: Path | None = None  # SQLite database each run's rows are appended to
     reference_device: str = "cpu"
     trt_options: dict[str, Any] = field(default_factory=dict)  # builder options for tensorrt / tensorrt_rtx
+    ort_setup: dict[str, Any] = field(default_factory=dict)  # ONNX Runtime session setup over the backend's default
     perf: PerfSettings = field(default_factory=PerfSettings)
     strict_budgets: bool = False  # a case no budget applies to fails instead of passing as "unbudgeted"
     shapes: list[str] | None = None  # the profiles' points accuracy gates run at (None: min, opt, max, extra)
@@ -244,8 +247,11 @@ class HarnessSession:
                             yield AccuracyCase(spec.name, backend, recipe, profile, point)
 
     def build_options(self, backend: Any, *parts: dict[str, Any]) -> dict[str, Any]:
-        """Builder options for a backend: the user's (--trt-options, TensorRT only), then recipe and mode's."""
+        """Builder options for a backend: the user's (--trt-options for TensorRT, --ort-setup for ONNX Runtime),
+        then recipe and mode's."""
         out: dict[str, Any] = dict(self.settings.trt_options) if backend.needs_tensorrt else {}
+        if backend.takes_ort_setup and self.settings.ort_setup:
+            out["ort_setup"] = dict(self.settings.ort_setup)
         for p in parts:
             out.update(p)
         return out

@@ -18,9 +18,13 @@ thousands, which make a tail (see p99) but not an uncertain throughput. The summ
 iteration's latency as a log-bucket histogram (:mod:`harness.histogram`), from which ``compare`` tests
 whether two runs' medians differ.
 
+A run whose iterations are too few for the drift check (fewer than 10 per window: a slow model stopped by
+the minimum-iteration rule) is not unstable for that, but its ``stability_notes`` say the check could not
+run, and the report says so beside its verdict.
+
 The clock is a parameter so that tests can drive the arithmetic exactly with a fake one. GPU backends add
-device times measured with CUDA events (``gpu_seconds``): per request in the concurrent modes, and in serial
-mode from a short pass after the measurement, so that the events never slow the timed loop.
+trtexec's breakdown (H2D, compute, D2H, enqueue; :mod:`harness.breakdown`) from CUDA events in a short pass
+after the measurement, so that timing events never slow the timed loop.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from .breakdown import Breakdown
 from .histogram import LogHistogram
 
 Clock = Callable[[], float]
@@ -62,6 +67,7 @@ class Measurement:
     warmup_seconds: float = 0.0
     capped: bool = False
     gpu_seconds: np.ndarray | None = None  # device time per request from events, where measured
+    breakdown: Breakdown | None = None  # trtexec's breakdown from a pass after the window, GPU backends
 
     @property
     def iterations(self) -> int:
@@ -118,13 +124,25 @@ class Measurement:
         if self.cv_robust > self.policy.cv_bound:
             reasons.append(f"latency CV {self.cv_robust:.2f} (robust) > {self.policy.cv_bound:.2f}")
         # with few requests per slice the counts are too coarse (4 +- 1 is already 25 %): drift says nothing
-        if self.iterations >= 10 * self.policy.windows and self.drift > self.policy.drift_bound:
+        if self.drift_checked and self.drift > self.policy.drift_bound:
             reasons.append(f"throughput drifts {100 * self.drift:.0f} % across {self.policy.windows} windows "
                            f"(> {100 * self.policy.drift_bound:.0f} %)")
         if self.capped:
             reasons.append(f"stopped at max_duration {self.policy.max_duration:g} s before {self.policy.min_iters} "
                            "iterations")
         return reasons
+
+    @property
+    def drift_checked(self) -> bool:
+        return self.iterations >= 10 * self.policy.windows
+
+    def stability_notes(self) -> list[str]:
+        """What the stability verdict could not look at."""
+        if self.drift_checked:
+            return []
+        need = 10 * self.policy.windows
+        return [f"drift not checked: the stop rule ended the run after {self.iterations} iterations, fewer than the "
+                f"{need} (10 per window) the check needs (--perf-min-iters {need} would check it)"]
 
     @property
     def stable(self) -> bool:
@@ -152,8 +170,11 @@ class Measurement:
             "drift": self.drift,
             "stable": self.stable,
             "unstable_reasons": self.unstable_reasons(),
+            "stability_notes": self.stability_notes(),
         }
-        if self.gpu_seconds is not None and self.gpu_seconds.size:
+        if self.breakdown is not None and self.breakdown.iterations:
+            out.update(self.breakdown.summary(self.batch))
+        elif self.gpu_seconds is not None and self.gpu_seconds.size:
             g = self.gpu_seconds
             out["gpu_ms"] = {"mean": float(g.mean()) * ms, "p50": float(np.percentile(g, 50)) * ms,
                              "p99": float(np.percentile(g, 99)) * ms}

@@ -9,6 +9,8 @@ what the perf modes need:
 ``run()``                         one synchronous iteration on the prepared batch.
 ``submit()`` / ``wait()``         the same, split: start an iteration, then wait for it to finish.
                                   Backends without asynchronous execution raise ModeUnsupported.
+``breakdown(n)``                  GPU runners: trtexec's per-iteration H2D / compute / D2H / enqueue times
+                                  of ``n`` requests in a pass of their own (None elsewhere).
 
 A backend that cannot do something says so by raising :class:`~harness.errors.ModeUnsupported` (or, for
 the whole backend, :class:`~harness.errors.BackendUnavailable`); the test is skipped with that reason and a
@@ -25,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..breakdown import Breakdown
 from ..cache import Cache, Entry
 from ..errors import ModeUnsupported
 from ..profiles import Profile
@@ -37,13 +40,14 @@ class RunnerOptions:
     threads: int | None = None  # host threads the runner may use (ORT CPU intra-op threads)
     cuda_graph: bool = False
     tf32: bool = False
+    sync: str = "spin"  # how the host waits for the device: spin (CUDA's default) or block (harness.backends.gpu_runner)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Runner(ABC):
     input_names: list[str]
     output_names: list[str]
-    # True when the runner measures device time with CUDA events (gpu_times, last_gpu_seconds)
+    # True when the runner measures device time with CUDA events (breakdown)
     times_gpu: bool = False
 
     @abstractmethod
@@ -73,12 +77,18 @@ class Runner(ABC):
         raise ModeUnsupported(f"{type(self).__name__} has no asynchronous execution")
 
     def last_gpu_seconds(self) -> float | None:
-        """Device time of the last waited-for request (CUDA events), None where not measured."""
+        """Device time of the last waited-for request, None where not measured. The timed loops record no
+        timing events any more (they cost throughput): device times come from :meth:`breakdown`."""
         return None
 
     def gpu_times(self, iterations: int) -> list[float]:
-        """Device time of ``iterations`` requests, each between CUDA events; [] where not measured."""
+        """Device (compute) time of ``iterations`` requests, each between CUDA events; [] where not measured."""
         return []
+
+    def breakdown(self, iterations: int) -> Breakdown | None:
+        """trtexec's breakdown of ``iterations`` requests run one at a time (``harness.breakdown``); None where
+        the backend cannot time the device."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         """Facts about this runner for result rows (threads, streams, graphs, TF32...)."""
@@ -104,6 +114,10 @@ class Engine(ABC):
     def runner(self, options: RunnerOptions | None = None) -> Runner:
         ...
 
+    def describe(self) -> dict[str, Any]:
+        """How the engine is set up, for rows (ONNX Runtime: its session setup); {} where nothing to say."""
+        return {}
+
     @property
     def path(self) -> Path:
         return self.entry.path
@@ -115,6 +129,7 @@ class Backend(ABC):
     name: str = ""
     on_gpu: bool = False
     needs_tensorrt: bool = False
+    takes_ort_setup: bool = False  # ONNX Runtime's session setup (--ort-setup) applies
 
     def unavailable(self) -> str | None:
         """Why this backend cannot run here (None when it can). Tests that need it skip with this."""

@@ -1,39 +1,52 @@
 """What every GPU runner shares (ONNX Runtime CUDA and TensorRT alike), on the harness's CUDA module.
 
-A runner owns one CUDA stream, a pair of CUDA events and, per tensor, a device buffer with a pinned host
+A runner owns one CUDA stream, a completion event and, per tensor, a device buffer with a pinned host
 mirror. Inputs are resident (copied once by ``prepare``) or copied in and out every iteration. ``run`` is
-synchronous; ``submit`` queues the work between two events and returns, ``wait`` synchronizes on the end
-event and keeps the device time between them. Subclasses say how to stage a batch (allocate and bind the
-buffers for its shapes) and how to execute it.
+synchronous; ``submit`` queues the work and records the completion event, ``wait`` waits on it. Subclasses
+say how to stage a batch (allocate and bind the buffers for its shapes) and how to execute it.
+
+How the host waits (``RunnerOptions.sync``, ``--perf-sync``): ``spin``, CUDA's default wait on the stream or
+an event, which spins while the process has fewer CUDA contexts than cores (and yields otherwise): the
+lowest latency, one core busy; ``block``, an event created with ``cudaEventBlockingSync``: the thread sleeps
+until the GPU signals completion, freeing the core at some cost in latency (trtexec's default; its
+``--useSpinWait`` is ``spin``). The completion event records no time, which makes it cheaper to record and
+wait on; device times come from :meth:`breakdown`, a pass of its own with timing events, never from the
+timed loop.
 """
 
 from __future__ import annotations
 
+import time
 from abc import abstractmethod
 from collections.abc import Mapping
 
 import numpy as np
 
 from .. import cuda
+from ..breakdown import Breakdown
+from ..errors import HarnessError
 from .base import Runner
+
+SYNC_MODES = ("spin", "block")
 
 
 class GpuRunner(Runner):
     times_gpu = True
 
-    def __init__(self) -> None:
+    def __init__(self, sync: str = "spin") -> None:
+        if sync not in SYNC_MODES:
+            raise HarnessError(f"sync must be one of {', '.join(SYNC_MODES)}, got {sync!r}")
         cuda.set_device(0)
+        self.sync = sync
         self._inputs: dict[str, cuda.TensorBuffers] = {}
         self._outputs: dict[str, cuda.TensorBuffers] = {}
         self._resident = True
-        self._last_gpu: float | None = None
+        self._marks: list[cuda.Event] = []  # the breakdown's timing events, made on first use
         made: list[cuda.Stream | cuda.Event] = []
         try:
             self.stream = cuda.Stream()
             made.append(self.stream)
-            self._start = cuda.Event()
-            made.append(self._start)
-            self._end = cuda.Event()
+            self._done = cuda.Event(timing=False, blocking=sync == "block")
         except BaseException:
             for handle in reversed(made):  # a runner that could not be made holds nothing
                 handle.close()
@@ -72,36 +85,60 @@ class GpuRunner(Runner):
     def run(self) -> None:
         if not self._resident:
             self._upload_inputs()
-        self._execute(sync=True)
+        self._execute(sync=False)
         if not self._resident:
             self._download_outputs()
-        self.stream.synchronize()
+        self._wait_stream()
+
+    def _wait_stream(self) -> None:
+        """Wait until the stream's work is done, the way ``sync`` says."""
+        if self.sync == "block":
+            self._done.record(self.stream)
+            self._done.synchronize()
+        else:
+            self.stream.synchronize()
 
     def submit(self) -> None:
         if not self._resident:
             self._upload_inputs()
-        self._start.record(self.stream)
         self._execute(sync=False)
         if not self._resident:
             self._download_outputs()
-        self._end.record(self.stream)
+        self._done.record(self.stream)
 
     def wait(self) -> None:
-        self._end.synchronize()
-        self._last_gpu = self._end.seconds_since(self._start)
+        self._done.synchronize()
 
-    def last_gpu_seconds(self) -> float | None:
-        return self._last_gpu
+    def breakdown(self, iterations: int) -> Breakdown | None:
+        """trtexec's breakdown of ``iterations`` requests, one at a time (:mod:`harness.breakdown`)."""
+        if not self._marks:
+            while len(self._marks) < 4:
+                self._marks.append(cuda.Event())
+        e0, e1, e2, e3 = self._marks
+        s = self.stream
+        h2d, compute, d2h, enqueue = [], [], [], []
+        clock = time.perf_counter
+        for _ in range(iterations):
+            e0.record(s)
+            self._upload_inputs()
+            e1.record(s)
+            t0 = clock()
+            self._execute(sync=False)
+            t1 = clock()
+            e2.record(s)
+            self._download_outputs()
+            e3.record(s)
+            e3.synchronize()
+            h2d.append(e1.seconds_since(e0))
+            compute.append(e2.seconds_since(e1))
+            d2h.append(e3.seconds_since(e2))
+            enqueue.append(t1 - t0)
+        return Breakdown.from_lists(h2d, compute, d2h, enqueue)
 
     def gpu_times(self, iterations: int) -> list[float]:
-        """Device time of ``iterations`` requests, each between CUDA events on this runner's stream."""
-        out = []
-        for _ in range(iterations):
-            self.submit()
-            self.wait()
-            assert self._last_gpu is not None
-            out.append(self._last_gpu)
-        return out
+        """Compute time of ``iterations`` requests between CUDA events (the breakdown's compute part)."""
+        b = self.breakdown(iterations)
+        return [] if b is None else [float(x) for x in b.compute]
 
     def _free_buffers(self) -> None:
         for tb in list(self._inputs.values()) + list(self._outputs.values()):
@@ -116,7 +153,8 @@ class GpuRunner(Runner):
             self._free_buffers()
         except Exception as exc:
             first = exc
-        for handle in (self._start, self._end, self.stream):
+        handles: list[cuda.Event | cuda.Stream] = [*self._marks, self._done, self.stream]
+        for handle in handles:
             try:
                 handle.close()
             except Exception as exc:

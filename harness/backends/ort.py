@@ -1,14 +1,16 @@
 """ONNX Runtime as a backend.
 
-The ORT "engine" is the optimized model the session writes (``optimized_model_filepath``), built once
-with full graph optimizations and cached; runners load it with optimizations off. A fixed profile pins the
+The ORT "engine" is a cached model file, prepared as the backend's setup says (:mod:`.ort_setup`): by
+default the optimized model a session writes (``optimized_model_filepath``) with full graph optimizations,
+or the recipe's model itself; runners load it at the setup's optimization level. A fixed profile pins the
 model's free dimensions (``add_free_dimension_override_by_name``) before optimization, so the optimizer
 sees static shapes. The optimized file may hold kernels laid out for this CPU or GPU, so the device is part
-of its cache key.
+of its cache key, and so is what the setup makes of the file.
 """
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +23,7 @@ from ..environment import cpu_count, cpu_device
 from ..errors import BackendUnavailable, BuildError, HarnessError, ModeUnsupported
 from ..profiles import Profile
 from .base import Backend, Engine, Runner, RunnerOptions
+from .ort_setup import LEVELS, OrtSetup, default_setup
 
 
 def _ort() -> Any:
@@ -72,20 +75,26 @@ def quiet_session_options(ort: Any) -> Any:
 
 
 class OrtEngine(Engine):
-    def __init__(self, backend: OrtBackend, entry: Entry, profile: Profile, overrides: dict[str, int]):
+    def __init__(self, backend: OrtBackend, entry: Entry, profile: Profile, overrides: dict[str, int],
+                 setup: OrtSetup):
         self.backend = backend
         self.entry = entry
         self.profile = profile
         self.overrides = overrides
+        self.setup = setup
 
     def runner(self, options: RunnerOptions | None = None) -> Runner:
         return self.backend.make_runner(self, options or RunnerOptions())
+
+    def describe(self) -> dict[str, Any]:
+        return self.setup.describe(gpu=self.backend.on_gpu)
 
 
 class OrtBackend(Backend):
     """Shared by the CPU and CUDA flavours: building (optimizing) and session creation."""
 
     provider = "CPUExecutionProvider"
+    takes_ort_setup = True
 
     def version(self) -> str:
         return str(_ort().__version__)
@@ -99,18 +108,25 @@ class OrtBackend(Backend):
             return f"onnxruntime {ort.__version__} has no {self.provider} (available: {', '.join(ort.get_available_providers())})"
         return None
 
-    def provider_options(self, options: RunnerOptions | None = None) -> dict[str, Any]:
+    def provider_options(self, options: RunnerOptions | None = None, setup: OrtSetup | None = None) -> dict[str, Any]:
         return {}
 
+    def setup(self, options: Mapping[str, Any] | None = None) -> OrtSetup:
+        """This backend's default setup with the user's ``ort_setup`` build option (``--ort-setup``) applied."""
+        return default_setup(self.name).with_options((options or {}).get("ort_setup"))
+
     def session(self, model: Path, *, optimize_to: Path | None = None, overrides: Mapping[str, int] | None = None,
-                options: RunnerOptions | None = None, provider_options: dict[str, Any] | None = None) -> Any:
+                options: RunnerOptions | None = None, provider_options: dict[str, Any] | None = None,
+                level: str = "off", setup: OrtSetup | None = None) -> Any:
+        """A session on ``model``: with ``optimize_to``, optimizing it fully and writing the result there;
+        otherwise at optimization ``level`` (off, basic, extended, all)."""
         ort = _ort()
         so = quiet_session_options(ort)
         if optimize_to is not None:
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             so.optimized_model_filepath = str(optimize_to)
         else:
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
         for dim, value in (overrides or {}).items():
             so.add_free_dimension_override_by_name(dim, int(value))
         if options is not None and options.threads:
@@ -119,7 +135,7 @@ class OrtBackend(Backend):
         spinning = options.extra.get(INTRA_OP_SPINNING) if options is not None else None
         if spinning is not None:  # several sessions taking turns on the same cores: idle pools must not spin
             so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-        popts = provider_options if provider_options is not None else self.provider_options(options)
+        popts = provider_options if provider_options is not None else self.provider_options(options, setup)
         return ort.InferenceSession(str(model), so, providers=[(self.provider, popts)])
 
     def build(self, model: Path, profile: Profile, cache: Cache, *, label: str, model_hash: str,
@@ -128,21 +144,28 @@ class OrtBackend(Backend):
         if reason:
             raise BackendUnavailable(reason)
         overrides = free_dimension_overrides(model, profile)
-        parts = self.key_parts(model_hash, profile, options)
+        setup = self.setup(options)
+        # the setup's load-time parts (optimization level at load, CUDA options) rebuild nothing
+        parts = self.key_parts(model_hash, profile, {k: v for k, v in (options or {}).items() if k != "ort_setup"})
         parts["free_dimension_overrides"] = overrides
+        parts["setup"] = setup.file_parts(gpu=self.on_gpu)
 
         def build(path: Path) -> dict[str, Any]:
             try:
-                self.session(model, optimize_to=path, overrides=overrides)
+                if setup.engine == "source":  # the recipe's model is the engine; a session checks it loads
+                    shutil.copyfile(model, path)
+                    self.session(path, overrides=overrides, level=setup.load, setup=setup)
+                else:
+                    self.session(model, optimize_to=path, overrides=overrides, setup=setup)
             except Exception as exc:  # ORT raises its own exception types, all with a useful message
                 msg = str(exc)
                 if unsupported(msg):
                     raise ModeUnsupported(f"{self.name} cannot run {model.name}: {msg.strip()[:400]}") from None
                 raise BuildError(f"{self.name}: building {model} failed: {msg.strip()}") from None
-            return {"free_dimension_overrides": overrides}
+            return {"free_dimension_overrides": overrides, "setup": parts["setup"]}
 
         entry = cache.get_or_build("engines", label, parts, "model.onnx", build)
-        return OrtEngine(self, entry, profile, overrides)
+        return OrtEngine(self, entry, profile, overrides, setup)
 
     def make_runner(self, engine: OrtEngine, options: RunnerOptions) -> Runner:
         return OrtCpuRunner(self, engine, options)
@@ -160,10 +183,13 @@ class OrtCpuBackend(OrtBackend):
         return super().unsupported_recipe(recipe_kind)
 
     def runner_threads(self, mode: str, runners: int) -> int | None:
-        """Split the cores: N runners x threads <= cores; a session serving run_async needs a pool of >= 2."""
+        """Split the cores: N runners x threads <= cores; a session serving run_async needs a pool of >= 2.
+        Serial mode leaves the pool to ONNX Runtime (None): its default, one thread per physical core, each
+        pinned to its core, is what a user's session gets and was 5 % faster than the same number of
+        unpinned threads set explicitly on a batch-32 classifier (benchmarks/overhead.py, README)."""
         cores = cpu_count()
         if mode == "serial":
-            return cores
+            return None
         if mode == "multistream":
             return max(2, cores // runners)
         return max(1, cores // runners)
@@ -180,9 +206,13 @@ class OrtCpuRunner(Runner):
     def __init__(self, backend: OrtBackend, engine: OrtEngine, options: RunnerOptions):
         if options.cuda_graph:
             raise ModeUnsupported("CUDA graphs need a GPU backend; ort_cpu has none")
+        if options.sync != "spin":
+            raise ModeUnsupported(f"--perf-sync {options.sync}: ort_cpu computes on the calling thread, which never waits "
+                                  "for a device")
         self.options = options
         try:
-            self.session = backend.session(engine.path, overrides=engine.overrides, options=options)
+            self.session = backend.session(engine.path, overrides=engine.overrides, options=options,
+                                           level=engine.setup.load, setup=engine.setup)
         except Exception as exc:  # a cached engine that ORT cannot load: say which and why
             raise BuildError(f"{backend.name}: cannot load engine {engine.path}: {str(exc).strip()[:500]}") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
@@ -249,7 +279,14 @@ class OrtCpuRunner(Runner):
             raise RuntimeError(f"ort_cpu asynchronous run failed: {self._error}")
 
     def describe(self) -> dict[str, Any]:
-        facts: dict[str, Any] = {"threads": self.options.threads or cpu_count()}
+        facts: dict[str, Any]
+        if self.options.threads:
+            facts = {"threads": self.options.threads}
+        else:
+            import psutil
+
+            facts = {"threads": "ONNX Runtime's default (one per physical core, pinned)",
+                     "physical_cores": psutil.cpu_count(logical=False)}
         if INTRA_OP_SPINNING in self.options.extra:
             facts[INTRA_OP_SPINNING] = bool(self.options.extra[INTRA_OP_SPINNING])
         return facts

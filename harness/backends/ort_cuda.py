@@ -1,7 +1,10 @@
 """ONNX Runtime's CUDA execution provider, on the harness's own CUDA buffers and streams.
 
-Each runner owns a CUDA stream, handed to its session as ``user_compute_stream``, and its own device and
-pinned host buffers; inputs and outputs are bound by device pointer through I/O binding. Output shapes are
+Each runner owns a CUDA stream, handed to its session as ``user_compute_stream`` (unless the setup says
+``stream=ort``: then ONNX Runtime runs on a stream of its own, synchronously, and the runner's stream only
+copies), and its own device and pinned host buffers; inputs and outputs are bound by device pointer
+through I/O binding. The session's optimization level at load and the CUDA execution provider's options
+(cuDNN convolution search, ``prefer_nhwc``, arena) come from the engine's setup (:mod:`.ort_setup`). Output shapes are
 found with one run whose outputs ONNX Runtime allocates (outside any CUDA graph), after which the outputs
 are bound to the runner's buffers. With ``cuda_graph`` ONNX Runtime captures the run into a CUDA graph
 (``enable_cuda_graph``) and replays it. TF32 is off unless asked for: FP32 accuracy is measured in FP32.
@@ -20,10 +23,12 @@ from typing import Any
 import numpy as np
 
 from .. import cuda
+from ..breakdown import Breakdown
 from ..errors import BackendUnavailable, BuildError, ModeUnsupported
 from .base import Runner, RunnerOptions
 from .gpu_runner import GpuRunner
 from .ort import OrtBackend, OrtEngine, _ort, unsupported
+from .ort_setup import OrtSetup
 
 ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
@@ -54,8 +59,11 @@ class OrtCudaBackend(OrtBackend):
         props = cuda.device_properties(0)
         return {"type": "gpu", "name": props["name"], "compute_capability": props["compute_capability"]}
 
-    def provider_options(self, options: RunnerOptions | None = None) -> dict[str, Any]:
-        return {"device_id": "0", "use_tf32": "1" if options is not None and options.tf32 else "0"}
+    def provider_options(self, options: RunnerOptions | None = None, setup: OrtSetup | None = None) -> dict[str, Any]:
+        popts = {"device_id": "0", "use_tf32": "1" if options is not None and options.tf32 else "0"}
+        if setup is not None:
+            popts.update(setup.cuda_provider_options())
+        return popts
 
     def make_runner(self, engine: OrtEngine, options: RunnerOptions) -> Runner:
         return OrtCudaRunner(self, engine, options)
@@ -64,15 +72,22 @@ class OrtCudaBackend(OrtBackend):
 class OrtCudaRunner(GpuRunner):
     def __init__(self, backend: OrtCudaBackend, engine: OrtEngine, options: RunnerOptions):
         ort = _ort()
-        super().__init__()
+        setup = engine.setup
+        self.own_stream = setup.stream == "own"
+        if not self.own_stream and options.sync == "block":
+            raise ModeUnsupported("ort_cuda: --perf-sync block needs the runner's own stream; with setup stream=ort "
+                                  "ONNX Runtime synchronizes its stream itself")
+        super().__init__(options.sync)
         self.options = options
-        popts = backend.provider_options(options)
-        popts.update(user_compute_stream=str(self.stream.ptr), has_user_compute_stream="1")
+        self.setup = setup
+        popts = backend.provider_options(options, setup)
+        if self.own_stream:
+            popts.update(user_compute_stream=str(self.stream.ptr), has_user_compute_stream="1")
         if options.cuda_graph:
             popts["enable_cuda_graph"] = "1"
         try:
             self.session = backend.session(engine.path, overrides=engine.overrides, options=options,
-                                           provider_options=popts)
+                                           provider_options=popts, level=setup.load)
         except Exception as exc:
             super().close()
             msg = str(exc).strip()
@@ -125,17 +140,43 @@ class OrtCudaRunner(GpuRunner):
         self._binding = binding
 
     def _execute(self, sync: bool) -> None:
-        # ORT synchronizes the stream at the end of a run unless the run options say not to
-        self.session.run_with_iobinding(self._binding, self._sync if sync else self._async)
+        # ORT synchronizes the stream at the end of a run unless the run options say not to; on its own
+        # stream it must, since nothing else can wait for that stream
+        self.session.run_with_iobinding(self._binding, self._sync if sync or not self.own_stream else self._async)
+
+    def run(self) -> None:
+        if self.own_stream:
+            return super().run()
+        # ONNX Runtime computes on its stream and synchronizes it; the copies go on the runner's stream, each
+        # side finished before the other starts
+        if not self._resident:
+            self._upload_inputs()
+            self.stream.synchronize()
+        self._execute(sync=True)
+        if not self._resident:
+            self._download_outputs()
+            self.stream.synchronize()
+
+    def submit(self) -> None:
+        if not self.own_stream:
+            raise ModeUnsupported("ort_cuda with setup stream=ort runs synchronously on ONNX Runtime's stream: no "
+                                  "asynchronous submit (use stream=own)")
+        super().submit()
+
+    def breakdown(self, iterations: int) -> Breakdown | None:
+        # with stream=ort the compute runs on a stream the runner cannot record events on
+        return super().breakdown(iterations) if self.own_stream else None
 
     def timed_call(self) -> tuple[Any, tuple[Any, ...]]:
-        if self._resident:
+        # resident inputs, spinning wait: exactly a user's loop, ORT's run synchronizing the stream itself
+        if self._resident and (self.sync == "spin" or not self.own_stream):
             return self.session.run_with_iobinding, (self._binding, self._sync)
         return self.run, ()
 
     def describe(self) -> dict[str, Any]:
-        return {"stream": "own (user_compute_stream)", "io_binding": "device pointers", "tf32": self.options.tf32,
-                "cuda_graph": self.options.cuda_graph}
+        return {"stream": "own (user_compute_stream)" if self.own_stream else "ONNX Runtime's",
+                "io_binding": "device pointers", "tf32": self.options.tf32, "cuda_graph": self.options.cuda_graph,
+                "sync": self.sync}
 
     def close(self) -> None:
         self._binding = None

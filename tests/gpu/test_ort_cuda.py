@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 
 from harness.backends import RunnerOptions, get_backend
+from harness.backends.ort_setup import variants
 from harness.cache import Cache
+from harness.errors import ModeUnsupported
 from harness.registry import load_registry
+from harness.resources import ResourceMonitor
 from harness.timing import TimingPolicy, run_serial
 from tests.helpers import FIXTURES
 
@@ -46,17 +49,54 @@ def test_infer_through_device_buffers_matches_the_cpu(engine, batch, expected):
 
 @pytest.mark.parametrize("resident", [True, False])
 @pytest.mark.parametrize("graph", [False, True])
-def test_run_submit_and_graphs_give_the_same_outputs(engine, batch, expected, resident, graph):
-    with engine.runner(RunnerOptions(cuda_graph=graph)) as r:
+@pytest.mark.parametrize("sync", ["spin", "block"])
+def test_run_submit_and_graphs_give_the_same_outputs(engine, batch, expected, resident, graph, sync):
+    with engine.runner(RunnerOptions(cuda_graph=graph, sync=sync)) as r:
         r.prepare(batch, resident=resident)
         r.run()
         fn, args = r.timed_call()
         fn(*args)
         r.submit()
         r.wait()
-        assert r.last_gpu_seconds() > 0
         assert rel(r.fetch_outputs()["logits"], expected) < 1e-4
+        assert r.describe()["sync"] == sync
+        b = r.breakdown(5)
+        assert b.iterations == 5 and all(x > 0 for part in (b.h2d, b.compute, b.d2h, b.enqueue) for x in part)
+        assert rel(r.fetch_outputs()["logits"], expected) < 1e-4  # the pass copied the same batch through
         assert all(t > 0 for t in r.gpu_times(5))
+
+
+@pytest.mark.parametrize("name", list(variants(gpu=True)))
+def test_every_session_setup_gives_the_references_outputs(tmp_path_factory, batch, expected, name):
+    setup = variants(gpu=True)[name]
+    spec = load_registry(FIXTURES / "models.toml").models["classifier"]
+    eng = backend.build(spec.path, spec.profiles["dynamic"], Cache(tmp_path_factory.mktemp("s")), label="cls",
+                        model_hash=spec.model_bytes_hash(), options={"ort_setup": setup.describe(gpu=True)})
+    assert eng.describe() == setup.describe(gpu=True)
+    with eng.runner() as r:
+        assert rel(r.infer(batch)["logits"], expected) < 1e-4
+        r.prepare(batch)
+        r.run()
+        fn, args = r.timed_call()
+        fn(*args)
+        assert rel(r.fetch_outputs()["logits"], expected) < 1e-4
+        if setup.stream == "ort":  # ONNX Runtime's own stream: synchronous only, no events on it
+            assert r.breakdown(3) is None
+            with pytest.raises(ModeUnsupported, match="stream=ort"):
+                r.submit()
+        else:
+            assert r.breakdown(3).iterations == 3
+
+
+def test_the_monitor_reads_the_gpus_state(engine, batch):
+    with engine.runner() as r, ResourceMonitor(interval=0.02, gpu_index=0) as mon:
+        r.prepare(batch)
+        run_serial(r.timed_call(), TimingPolicy(warmup=0.05, min_duration=0.2, min_iters=20), batch=4)
+    st = mon.state
+    assert st["gpu_samples"] >= 5 and st["gpu_sm_mhz"] > 0 and st["gpu_mem_mhz"] > 0
+    assert st["gpu_power_w"] > 0 and st["gpu_power_limit_w"] > 0 and st["gpu_temp_c_max"] > 0
+    assert isinstance(st.get("gpu_reasons", {}), dict) and isinstance(st["gpu_other_processes"], list)
+    assert isinstance(mon.flags, list) and mon.result["gpu_util"] is not None
 
 
 def test_runners_on_their_own_streams_run_concurrently_and_correctly(engine, batch, expected):

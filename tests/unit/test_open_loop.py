@@ -70,7 +70,8 @@ def test_latency_counts_from_the_scheduled_arrival_so_queueing_behind_a_slow_run
     assert lat[-1] > 10 * service and run.quantile(0.99) > 10 * service  # the queue grew past capacity
     s = run.summary()
     assert s["service_ms"]["p50"] == pytest.approx(10.0, abs=5.0)
-    assert s["latency_ms"]["p99"] > 10 * s["service_ms"]["p99"] and s["queue_ms"]["p99"] > 50.0
+    # against the typical service time: a loaded machine stretches a few sleeps, not the queue behind them
+    assert s["latency_ms"]["p99"] > 10 * s["service_ms"]["p50"] and s["queue_ms"]["p99"] > 50.0
     assert s["arrivals"] == s["completed"] == run.count
 
 

@@ -64,7 +64,10 @@ def test_a_perf_row_needs_its_key_fields():
                      "batch": 4, "throughput": 10, "latency_ms": {"p50": 1.5, "p99": 3.0}, "status": "unstable",
                      "stable": False}, "f:2")
     assert isinstance(row, PerfRow) and row.concurrency == 1 and row.resident and row.throughput == 10
-    assert row.case_key() == ("perf", "m", "b", "r", "p", "serial", "4", "1", "True", "False")
+    # a row without a sync (the CPU's, or written before schema 5) is the default case, spin
+    assert row.case_key() == ("perf", "m", "b", "r", "p", "serial", "4", "1", "True", "False", "spin")
+    assert parse_row({**row.to_dict(), "sync": "spin"}, "f:3").case_key() == row.case_key()
+    assert parse_row({**row.to_dict(), "sync": "block"}, "f:4").case_key() != row.case_key()
     # a row from before devices (no schema key) ran where its env says: here nothing, an unnamed CPU
     assert row.device == {"host": "", "kind": "cpu", "name": ""} and row.key() == (*row.case_key(), "|cpu|||")
     assert dict(junit_properties(row)) == {"status": "unstable", "throughput": "10", "p50_ms": "1.5",

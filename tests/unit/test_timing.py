@@ -105,6 +105,21 @@ def test_drifting_throughput_is_flagged_unstable():
     assert any("drifts" in r for r in m.unstable_reasons())
 
 
+def test_a_slow_run_stopped_by_the_minimum_iteration_rule_says_its_drift_went_unchecked():
+    # 30 iterations of 50 ms, slowing down by half midway: too few for 5 windows of 10, so not "unstable" for
+    # drift, and the row says that the check could not run
+    w = FakeWorkload(iter([0.05] * 16 + [0.1] * 20))
+    m = run_serial(w.step, TimingPolicy(warmup=0.0, min_duration=1.0, min_iters=20), batch=1, clock=w.clock)
+    assert m.iterations < 50 and m.drift > 0.2 and not any("drift" in r for r in m.unstable_reasons())
+    assert m.stability_notes() == [f"drift not checked: the stop rule ended the run after {m.iterations} "
+                                   "iterations, fewer than the 50 (10 per window) the check needs "
+                                   "(--perf-min-iters 50 would check it)"]
+    assert m.summary()["stability_notes"] == m.stability_notes()
+    w = FakeWorkload(steady(0.01))
+    m = run_serial(w.step, TimingPolicy(warmup=0.0, min_duration=1.0, min_iters=20), batch=1, clock=w.clock)
+    assert m.iterations == 100 and m.stability_notes() == []
+
+
 def test_a_run_that_cannot_reach_its_iterations_is_capped():
     w = FakeWorkload(steady(1.0))
     m = run_serial(w.step, TimingPolicy(warmup=0.0, min_duration=1.0, min_iters=100, max_duration=5.0), batch=1,

@@ -51,7 +51,7 @@ class TrtRunner(GpuRunner):
         self._on_host: set[str] = set()  # tensors TensorRT reads or writes in host memory
         trt_engine = engine.deserialized()
         self._mod = engine.backend.module()
-        super().__init__()  # stream and events
+        super().__init__(options.sync)  # stream and completion event
         try:
             self._open(trt_engine)
         except BaseException:
@@ -238,7 +238,7 @@ class TrtRunner(GpuRunner):
     def describe(self) -> dict[str, Any]:
         return {"stream": "own", "profile": self.profile_index, "profiles": self.engine.slots.count,
                 "profile_shared": self.engine.slots.shared, "tf32": bool(self.engine.options["tf32"]),
-                "cuda_graph": self.options.cuda_graph, "data_dependent_outputs": list(self._dds)}
+                "cuda_graph": self.options.cuda_graph, "data_dependent_outputs": list(self._dds), "sync": self.sync}
 
     def close(self) -> None:
         try:

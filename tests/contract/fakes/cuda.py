@@ -70,8 +70,10 @@ class FakeCuda:
                     self.handle = None
 
         class Event:
-            def __init__(self) -> None:
+            def __init__(self, *, timing: bool = True, blocking: bool = False) -> None:
                 self.handle: int | None = made("Event")
+                self.timing, self.blocking = timing, blocking
+                world.log("cuda.Event", self.handle, timing, blocking)
 
             def record(self, stream: Stream) -> None:
                 world.log("cuda.Event.record", self.handle, stream.handle)
@@ -80,6 +82,8 @@ class FakeCuda:
                 world.log("cuda.Event.synchronize", self.handle)
 
             def seconds_since(self, start: Event) -> float:
+                if not (self.timing and start.timing):
+                    raise CudaError("cudaEventElapsedTime: cudaErrorInvalidResourceHandle (an event without timing)")
                 return 1e-3
 
             def close(self) -> None:
