@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole harness on a GPU machine (onnxruntime-gpu, cuda-python and nvidia-ml-py installed), ONNX Runtime
-# CUDA against the CPU reference. Steps (default: tests accuracy perf graphs stations overhead, in this order):
+# CUDA against the CPU reference. Steps (default: tests accuracy perf graphs stations overhead latency, in this order):
 #   tests     the GPU tests: the CUDA module and ONNX Runtime CUDA runners       (tests/gpu)
 #   accuracy  the accuracy gates, every bundled model and recipe, 4 workers
 #   perf      the perf sweep: serial / multistream / threadpool, batch 1 and opt, N = 2 and 4; its report has
@@ -15,6 +15,10 @@
 #             loop twice (A/A: the machine's own noise) beside it
 #   setup     benchmarks/ort_setup.py: every ONNX Runtime session setup, timed and accuracy-checked; names the
 #             fastest correct one (MODELS=classifier by default: batches 1, 8 and 32, the table)
+#   latency   open-loop serving: for LATENCY_MODELS (classifier,ranker) in LATENCY_RECIPES (fp16), every batch
+#             of LATENCY_BATCHES (1,8,32) and N of LATENCY_CONCURRENCY (1,2,4), the highest Poisson rate that
+#             keeps LATENCY_BOUND (p99<=5ms), searched from the closed-loop capacity (BACKEND; the step runs
+#             on ort_cpu too); REPORT.md's "Serving (open loop)" names the best
 # and prints a short summary last. Usage: bash benchmarks/gpu_suite.sh [STEP ...]
 # Environment: REPORT_DIR (reports/gpu), MODELS (all; diagnose and setup: classifier), PERF_DURATION (0.5 s),
 # PYTEST_WORKERS (4), STATIONS (all), STATION_BATCHES (1,4,8,16,32), STATION_RECIPES (fp32; e.g. fp32,fp16),
@@ -28,7 +32,7 @@ workers=${PYTEST_WORKERS:-4}
 backend=${BACKEND:-ort_cuda}
 models=${MODELS:+--models=$MODELS}
 stations=${STATIONS:+--stations=$STATIONS}
-steps=${*:-"tests accuracy perf graphs stations overhead"}
+steps=${*:-"tests accuracy perf graphs stations overhead latency"}
 mkdir -p "$report"
 status=0
 export PYTHONUNBUFFERED=1
@@ -56,6 +60,11 @@ for step in $steps; do
                 --seconds 1.0 --diagnose --out "$report/diagnose" >"$log" 2>&1 ;;
     setup) python benchmarks/ort_setup.py --backend "$backend" --models "${MODELS:-classifier}" --reps 3 \
              --seconds 1.0 --out "$report/setup" >"$log" 2>&1 ;;
+    latency) python -m pytest tests/gates/test_server.py -q -p no:cacheprovider -m perf -rs --report-dir "$report" \
+               --backends "$backend" --models "${LATENCY_MODELS:-classifier,ranker}" \
+               --perf-recipes "${LATENCY_RECIPES:-fp16}" --perf-profiles dynamic --perf-duration "$duration" \
+               --perf-batches "${LATENCY_BATCHES:-1,8,32}" --perf-concurrency "${LATENCY_CONCURRENCY:-1,2,4}" \
+               --perf-latency-bound "${LATENCY_BOUND:-p99<=5ms}" >>"$log" 2>&1 ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac
   rc=$?

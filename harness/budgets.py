@@ -253,6 +253,32 @@ def default_budgets() -> dict[str, list[Budget]]:
             for kind, texts in DEFAULT_BUDGETS.items()}
 
 
+# How far a sample's outputs may move when nothing about the computation should change, per precision kind:
+# between batch positions and batch sizes (``consistency``), and between two builds of one recipe or two runs of
+# one engine (``determinism``). The registry's [defaults.consistency] / [defaults.determinism] and a model's
+# [models.NAME.consistency] / [models.NAME.determinism] replace them recipe by recipe, as budgets do.
+CHECKS = ("consistency", "determinism")
+DEFAULT_CHECK_BOUNDS: dict[str, dict[str, tuple[str, ...]]] = {
+    check: {
+        # FP32: an order of magnitude under the tightest FP32 accuracy budget the bundled registry sets (1e-5
+        # p99): what kernels that accumulate in another order may move, nothing a wrong result hides in
+        "fp32": ("max(rel_l2) <= 1e-6",),
+        # reduced precisions: a kernel chosen per batch size (or per build, where the builder times tactics) may
+        # round differently; a tenth of the FP16 and BF16 accuracy budgets' p90
+        "fp16": ("max(rel_l2) <= 3e-3",),
+        "bf16": ("max(rel_l2) <= 1e-2",),
+        # INT8: a rounding difference moves an activation by one quantization step
+        "int8": ("max(rel_l2) <= 1e-2",),
+    }
+    for check in CHECKS
+}
+
+
+def default_check_bounds() -> dict[str, dict[str, list[Budget]]]:
+    return {check: {kind: [replace(Budget.parse(t), where_computed=True) for t in texts]
+                    for kind, texts in table.items()} for check, table in DEFAULT_CHECK_BOUNDS.items()}
+
+
 def _render(stat: str, metric: str, output: str | None, thr: str | None, op: str, bound: str) -> str:
     tgt = metric + (f"[{output}]" if output else "")
     return f"{stat}({tgt}{f', {thr}' if thr is not None else ''}) {op} {bound}"

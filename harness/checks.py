@@ -29,13 +29,14 @@ from .accuracy import (
 from .backends import get_backend
 from .budgets import METRICS, Budget, share_stat, tail_stats
 from .cpu_features import int8_kernels, saturating_int8
-from .data import SampleSet, batch_size_of, unpad
+from .data import batch_size_of, unpad
 from .errors import HarnessError, ModeUnsupported
 from .recipes import apply_recipe
 from .reference import reference_outputs, simulated_outputs
 from .report import REPORT
 from .rows import AccuracyRow, BudgetValue, BuildRow, split_budget_label
 from .session import AccuracyCase, HarnessSession
+from .shape_cases import point_samples
 from .spec import Expectation
 
 
@@ -119,14 +120,13 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> AccuracyRow:
     row = AccuracyRow(
         id=case.id, model=spec.name, backend=backend.name, recipe=recipe.name, profile=profile.name,
         batch=batch_size_of(spec, profile), recipe_kind=recipe.kind, recipe_params=recipe.options,
-        profile_shapes=profile.describe(), backend_version=backend.version(),
+        profile_shapes=profile.describe(), backend_version=backend.version(), shape=case.shape,
     )
     t0 = time.perf_counter()
     notes: list[str] = []
     try:
-        # the samples' shapes are checked against the profile before anything is built or run
-        samples = SampleSet(spec, profile, size=hs.settings.eval_size)
-        samples.check_profile()
+        # the samples' shapes (at the case's point of the profile) are checked before anything is built or run
+        samples = point_samples(spec, profile, case.shape, hs.settings.eval_size, row, notes)
         row.update(samples=samples.count, data="real" if samples.real else "generated")
         # outputs are split into samples along their real batch axes, found by running the FP32 model
         spec, layout = hs.layout(spec)
@@ -154,7 +154,7 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> AccuracyRow:
             kernel_acc = AccuracyAccumulator(spec.outputs, batch_axes=spec.output_batch_axes)
         with engine.runner() as runner:
             row.runner = runner.describe()
-            for batch in samples.batches():
+            for batch in samples.batches(fill=True):
                 out = unpad(runner.infer(batch.feeds), batch.count, spec.output_batch_axes)
                 expected = ref.slice(batch.index, batch.index + batch.count)
                 labels = samples.labels(batch.index, batch.index + batch.count) if samples.labelled else None

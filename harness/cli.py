@@ -1,4 +1,4 @@
-"""Command line: ``python -m harness run | report | compare | history | models | cache``.
+"""Command line: ``python -m harness run | report | compare | history | models | cache | doctor``.
 
 ``run``      the main job, from a project's folder: the registry's gates (the accuracy gates, then the perf
              sweep) through pytest and the plugin, then REPORT.md. It takes the plugin's options (the same
@@ -10,9 +10,10 @@
 ``history``  the nightly history database: ``runs`` (default), ``show CASE``, ``changes``, ``append``.
 ``models``   list the registry's models, inputs and profiles (after checking it as a run would).
 ``cache``    show what the engine cache holds.
+``doctor``   where a failing recipe's error starts, and the smallest keep_fp32 list that passes its budgets.
 
-Exit status: 0 fine, 1 a comparison or change detection found regressions (or missing cases), 2 bad input
-(a file that cannot be read, named on stderr in one line).
+Exit status: 0 fine, 1 a comparison or change detection found regressions (or missing cases), or the doctor
+found no fix; 2 bad input (a file that cannot be read, named on stderr in one line).
 """
 
 from __future__ import annotations
@@ -176,11 +177,45 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .cache import default_root
+    from .doctor.report import terminal_lines
+    from .doctor.run import DoctorOptions, doctor_case
+    from .environment import environment
+    from .report import write_report
+    from .results import merge_pending
+    from .session import AccuracyCase, HarnessSession, Settings
+
+    for flag, value in (("--samples", args.samples), ("--chunk", args.chunk),
+                        ("--doctor-max-minutes", args.doctor_max_minutes), ("--price-seconds", args.price_seconds)):
+        if not value > 0:
+            raise HarnessError(f"{flag} must be positive, got {value}")
+    report_dir = Path(args.report_dir)
+    cache = Path(args.engine_cache) if args.engine_cache else default_root(Path.cwd())
+    hs = HarnessSession(Settings(registry=Path(args.registry), report_dir=report_dir, cache_dir=cache,
+                                 backends=[args.backend], eval_size=args.eval_size))
+    spec = hs.model(args.model)
+    hs.recipe(args.recipe)
+    profile = args.profile or next(iter(spec.profiles))
+    options = DoctorOptions(samples=args.samples, max_minutes=args.doctor_max_minutes, chunk=args.chunk,
+                            budgets=args.budget or None, price_seconds=args.price_seconds)
+    case = AccuracyCase(spec.name, args.backend, args.recipe, profile)
+    try:
+        row = doctor_case(hs, case, options, progress=lambda line: print(line, flush=True))
+    finally:
+        hs.close()
+        outcome = merge_pending(report_dir, environment=environment())
+        if outcome.results is not None:
+            print(f"report: {write_report(report_dir, outcome.results)}")
+    print("\n".join(terminal_lines([row])))
+    return 0 if row.status in ("fixed", "passes") else 1
+
+
 def _metavar(opt: Option) -> str:
     kind = opt.kind
     if kind == "str" and opt.choices:
         return "|".join(opt.choices)
-    return {"path": "PATH", "list": "A,B", "intlist": "N,M", "int": "N", "float": "X", "boollist": "yes,no",
+    return {"path": "PATH", "list": "A,B", "intlist": "N,M", "int": "N", "count": "N", "float": "X", "boollist": "yes,no",
             "options": "K=V,...", "gpus": "all|0,1", "shard": "I/N"}.get(kind, "VALUE")
 
 
@@ -243,6 +278,24 @@ def main(argv: list[str] | None = None) -> int:
     ch.add_argument("--case", help="only cases whose id contains this")
     ap_ = hs.add_parser("append", parents=[db], help="append a results.json (or a report folder's) to the database")
     ap_.add_argument("results")
+    d = sub.add_parser("doctor", help="where a recipe's error starts, and the smallest keep_fp32 fix that passes",
+                       description="Compare a recipe's model with the FP32 model node by node, search for the "
+                       "fewest nodes to keep in FP32 so that the model's budgets pass, write that recipe (TOML) "
+                       "and its price in serial throughput. Exit 0: fixed (or passing already); 1: no fix found.")
+    d.add_argument("model")
+    d.add_argument("recipe")
+    d.add_argument("--backend", default="ort_cpu", help="the backend the fix must pass on (ort_cpu)")
+    d.add_argument("--profile", help="the shape profile (default: the model's first)")
+    d.add_argument("--samples", type=int, default=4, help="samples compared node by node (4)")
+    d.add_argument("--doctor-max-minutes", type=float, default=10.0, help="time budget of the whole run (10)")
+    d.add_argument("--chunk", type=int, default=64, help="tensors marked as outputs at once (64)")
+    d.add_argument("--budget", action="append", help="a budget replacing the model's (repeat for several), "
+                   "e.g. --budget 'p99(rel_l2) <= 5%%'")
+    d.add_argument("--price-seconds", type=float, default=1.0, help="seconds each throughput measurement lasts (1)")
+    d.add_argument("--eval-size", type=int, help="evaluation-set size (default: the registry's)")
+    d.add_argument("--registry", default="fixtures/models.toml")
+    d.add_argument("--report-dir", default="reports")
+    d.add_argument("--engine-cache", help="cache folder (default: $HARNESS_CACHE_DIR or .cache/harness)")
     m = sub.add_parser("models", help="list the registry's models")
     m.add_argument("--registry", default="fixtures/models.toml")
     k = sub.add_parser("cache", help="show the engine cache")
@@ -252,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "run":
             return cmd_run(args, passthrough)
         return {"report": cmd_report, "compare": cmd_compare, "history": cmd_history, "models": cmd_models,
-                "cache": cmd_cache}[args.cmd](args)
+                "cache": cmd_cache, "doctor": cmd_doctor}[args.cmd](args)
     except (HarnessError, FileNotFoundError, ValueError, sqlite3.Error) as exc:
         print(f"harness {args.cmd}: {exc}", file=sys.stderr)
         return 2

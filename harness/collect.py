@@ -27,9 +27,12 @@ import pytest
 
 from .gates import GATES
 
-KINDS = {"accuracy_case": "accuracy", "perf_case": "perf", "build_case": "build", "station_case": "station"}
-MARKER = {"accuracy": "accuracy", "perf": "perf", "build": "build", "station": "perf"}  # each kind's marker
-ON_REQUEST = ("perf", "build", "station")  # kinds that run only when -m names their marker
+KINDS = {"accuracy_case": "accuracy", "perf_case": "perf", "build_case": "build", "station_case": "station",
+         "consistency_case": "consistency", "determinism_case": "determinism", "server_case": "server"}
+# each kind's marker
+MARKER = {"accuracy": "accuracy", "perf": "perf", "build": "build", "station": "perf", "consistency": "accuracy",
+          "determinism": "accuracy", "server": "perf"}
+ON_REQUEST = ("perf", "build", "station", "server")  # kinds that run only when -m names their marker
 
 
 class RegistryFile(pytest.Module):

@@ -40,7 +40,7 @@ from .accuracy import fmt
 from .device_id import device_class, device_key, device_label
 from .histogram import LogHistogram, Ratio, bootstrap_ratio
 from .results import load_results
-from .rows import AccuracyRow, AnyRow, PerfRow, StationRow
+from .rows import AccuracyRow, AnyRow, DoctorRow, PerfRow, StationRow
 
 PASSING = ("pass", "unbudgeted", "known failure", "unstable")
 ERROR_FLOOR = 1e-6
@@ -142,6 +142,8 @@ def compare_rows(base: list[AnyRow], new: list[AnyRow], th: Thresholds = Thresho
     for r in new:
         ran_on.setdefault(r.case_key(), set()).add(_device_text(r))
     for b in gone:
+        if isinstance(b, DoctorRow):
+            continue  # the doctor runs where a gate failed: its absence is a gate that no longer fails
         elsewhere = sorted(ran_on.get(b.case_key(), set()))
         why = "absent from the candidate"
         if elsewhere:

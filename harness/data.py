@@ -8,6 +8,10 @@ When a model has real samples, the last ``calibration.size`` of them are reserve
 the evaluation set is drawn from the rest: a quantized model is never scored on the data it was
 calibrated on. Labels for outputs (``labels`` in the registry) come from the same file, sliced alike.
 
+At another shape of the profile than its opt one (``shapes``: :mod:`harness.shape_cases`) generated samples
+are drawn at that shape; real samples are fitted to it (:func:`fit_sample`: cropped, or padded by repeating
+their edge), and ``fitted`` records which inputs were.
+
 A shared input (no batch axis) has one value per batch: the registry's ``value``, one value stored in the
 samples file, or one generated value (independent of the sample index, so that every batch size sees the
 same); real samples that hold one value per sample must agree within a batch.
@@ -124,12 +128,16 @@ class SampleSet:
     """The evaluation (or calibration) samples of one model at one profile, served in batches."""
 
     def __init__(self, spec: ModelSpec, profile: Profile, *, size: int | None = None, purpose: str = "evaluation",
-                 source: str = "auto"):
+                 source: str = "auto", shapes: dict[str, Shape] | None = None):
+        """``shapes``: the inputs' batch shapes to serve (a point of the profile: harness.shape_cases); by
+        default the profile's opt shapes."""
         self.spec = spec
         self.profile = profile
         self.purpose = purpose
-        self.batch = batch_size_of(spec, profile)
+        target = shapes or profile.opt
+        self.batch = _batch_of(spec, target) or batch_size_of(spec, profile)
         self.min_batch = batch_size_of(spec, profile, "min")
+        self.fitted: dict[str, tuple[Shape, Shape]] = {}  # input -> (stored per-sample shape, served one)
         real = spec.samples is not None and source in ("auto", "real")
         self.real = real
         self._arrays: dict[str, np.ndarray] | None = None
@@ -159,6 +167,12 @@ class SampleSet:
                 sl = slice(0, total - reserve)
                 want = size or spec.eval_size
             self._arrays = {k: v[sl][:want] for k, v in arrays.items()}
+            if shapes is not None:  # another point of the profile: each sample fitted to its shape there
+                for k, v in list(self._arrays.items()):
+                    want_shape = per_sample_shape(spec.inputs[k], target[k]) if k in target else v.shape[1:]
+                    if tuple(v.shape[1:]) != want_shape:
+                        self.fitted[k] = (tuple(v.shape[1:]), want_shape)
+                        self._arrays[k] = fit_sample(v, want_shape)
             self._labels = {k: v[sl][:want] for k, v in labels.items()}
             self.count = min(len(range(total)[sl]), want)
             self.sample_shapes = {k: v.shape[1:] for k, v in self._arrays.items()}
@@ -168,7 +182,7 @@ class SampleSet:
             self.count = size or (spec.calibration_size if purpose == "calibration" else spec.eval_size)
         for k, s in spec.inputs.items():
             if k not in self.sample_shapes:
-                self.sample_shapes[k] = per_sample_shape(s, profile.opt[k]) if k in profile.opt else \
+                self.sample_shapes[k] = per_sample_shape(s, target[k]) if k in target else \
                     tuple(int(d) for d in s.dims)
             if s.value is not None:  # the registry's value, filling the sample's shape when it is a number
                 filled = np.broadcast_to(s.value, self.sample_shapes[k]) if s.value.ndim == 0 else s.value
@@ -245,10 +259,12 @@ class SampleSet:
             out[name] = _contiguous(arr)
         return out
 
-    def batches(self, batch: int | None = None) -> Iterator[Batch]:
-        """Batches of ``batch`` samples (the profile's opt batch by default).
+    def batches(self, batch: int | None = None, *, fill: bool = False) -> Iterator[Batch]:
+        """Batches of ``batch`` samples (this set's batch by default: the profile's opt batch, or that of the
+        shapes it serves).
 
-        A last batch smaller than the profile's minimum batch (the whole batch, for a fixed profile) is
+        A last batch smaller than the profile's minimum batch (the whole batch, for a fixed profile), or with
+        ``fill`` smaller than ``batch`` itself (so that every request has exactly the shape being tested), is
         filled up by repeating its last sample; ``Batch.count`` says how many rows are real.
         """
         b = batch or self.batch
@@ -256,9 +272,30 @@ class SampleSet:
             stop = min(start + b, self.count)
             feeds = self.samples(start, stop)
             n = stop - start
-            if n < self.min_batch:
-                feeds = {k: _pad(v, self.spec.inputs[k].batch_axis, self.min_batch) for k, v in feeds.items()}
+            size = max(self.min_batch, b if fill else 0)
+            if n < size:
+                feeds = {k: _pad(v, self.spec.inputs[k].batch_axis, size) for k, v in feeds.items()}
             yield Batch(start, n, feeds)
+
+
+def _batch_of(spec: ModelSpec, shapes: dict[str, Shape]) -> int | None:
+    for name, ispec in spec.inputs.items():
+        if ispec.batch_axis is not None and name in shapes:
+            return int(shapes[name][ispec.batch_axis])
+    return None
+
+
+def fit_sample(arr: np.ndarray, shape: Shape) -> np.ndarray:
+    """Samples (stacked on axis 0) fitted to another per-sample shape: each axis cropped to its first ``n``
+    entries, or padded at its end by repeating the last one (an image's right edge, a text line's background),
+    as a deployment pads a batch to the largest item's size."""
+    if arr.ndim - 1 != len(shape):
+        raise HarnessError(f"cannot fit samples of shape {tuple(arr.shape[1:])} to {tuple(shape)}: ranks differ")
+    out = arr[tuple([slice(None)] + [slice(0, n) for n in shape])]
+    pads = [(0, 0)] + [(0, max(0, n - have)) for n, have in zip(shape, out.shape[1:])]
+    if any(p[1] for p in pads):
+        out = np.pad(out, pads, mode="edge")
+    return np.ascontiguousarray(out)
 
 
 def _contiguous(arr: np.ndarray, dtype: Any = None) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The gate tests the plugin collects from a registry file: every selected model x backend x recipe x profile
 (x mode x batch x concurrency for perf), generated from the registry and the options.
 
-pytest collects these four functions from the registry TOML itself (:mod:`harness.collect`), so a project
+pytest collects these functions from the registry TOML itself (:mod:`harness.collect`), so a project
 needs no test file of its own; ids read ``models.toml::test_accuracy[classifier-ort_cpu-fp16-dynamic]``. The
 marks (accuracy, perf, build, gpu, tensorrt) come with each generated case.
 """
@@ -32,5 +32,21 @@ def test_station(station_case: Any, station_check: Callable[[Any], Any]) -> None
     station_check(station_case)
 
 
+def test_consistency(consistency_case: Any, consistency_check: Callable[[Any], Any]) -> None:
+    """A sample's outputs at every batch position and batch size of the profile equal its outputs alone."""
+    consistency_check(consistency_case)
+
+
+def test_determinism(determinism_case: Any, determinism_check: Callable[[Any], Any]) -> None:
+    """Two builds of the recipe (cache bypassed) and repeated runs of one engine give the same outputs."""
+    determinism_check(determinism_case)
+
+
+def test_server(server_case: Any, server_check: Callable[[Any], Any]) -> None:
+    """Open-loop serving at an offered rate, or the highest rate within a latency bound (run with -m perf)."""
+    server_check(server_case)
+
+
 # test function -> the kind of case it runs
-GATES = {"test_accuracy": "accuracy", "test_perf": "perf", "test_build": "build", "test_station": "station"}
+GATES = {"test_accuracy": "accuracy", "test_perf": "perf", "test_build": "build", "test_station": "station",
+         "test_consistency": "consistency", "test_determinism": "determinism", "test_server": "server"}

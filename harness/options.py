@@ -31,7 +31,7 @@ class OptionError(HarnessError):
 class Option:
     dest: str
     help: str
-    kind: str  # str | path | list | int | float | flag | boollist | intlist | options | ort_setup | gpus | shard
+    kind: str  # str | path | list | int | count | float | flag | boollist | intlist | options | ort_setup | gpus | shard
     default: Any = None
     choices: tuple[str, ...] = ()
 
@@ -67,12 +67,15 @@ OPTIONS: list[Option] = [
            "named in the summary)", "flag", False),
     Option("reference_device", "where the FP32 reference is computed: cpu (default) or gpu (ORT CUDA, TF32 off)",
            "str", "cpu", ("cpu", "gpu")),
+    Option("shapes", "the shapes of each profile accuracy gates run at: min, opt, max, extra (the registry's extra "
+           "shapes) or an extra shape's name (default: all)", "list"),
     Option("trt_options", "TensorRT builder options, e.g. opt_level=5,workspace_mb=4096,max_aux_streams=2,tf32=yes,"
            "compute_capabilities=SM86+SM89 (TensorRT-RTX)", "options"),
     Option("ort_setup", "ONNX Runtime session setup over each ORT backend's default, e.g. engine=optimized,load=all,"
            "conv_algo=HEURISTIC,nhwc=yes,arena=as_requested,stream=own (the conv_algo, nhwc, arena and stream keys: "
            "ort_cuda only)", "ort_setup"),
-    Option("perf_modes", "perf modes: serial, multistream, threadpool", "list", ",".join(PERF_MODES), PERF_MODES),
+    Option("perf_modes", "perf modes: serial, multistream, threadpool, server (open-loop: harness.server_check)", "list",
+           ",".join(PERF_MODES), (*PERF_MODES, "server")),
     Option("perf_batches", "perf batch sizes (default: 1 and each profile's opt batch)", "intlist"),
     Option("perf_concurrency", "requests in flight / threads for multistream and threadpool", "intlist", "2"),
     Option("perf_duration", "seconds each perf measurement lasts at least", "float", "0.5"),
@@ -88,6 +91,15 @@ OPTIONS: list[Option] = [
     Option("perf_cuda_graph", "CUDA graphs: no, yes, or no,yes", "boollist", "no"),
     Option("perf_recipes", "recipes to time (default: the registry's perf_recipes among the accuracy recipes)", "list"),
     Option("perf_profiles", "profiles to time (default: all, or --profiles)", "list"),
+    Option("perf_check_requests", "checked requests per runner during each perf measurement: real evaluation inputs "
+           "whose outputs are compared afterwards with the engine's own (accuracy under load); 0 turns it off",
+           "count", "4"),
+    # (no percent sign in a help text: argparse formats help strings with it)
+    Option("server_rates", "server mode's offered rates: requests per second (200), or a share of the capacity "
+           "measured closed-loop over the same runners, as a percentage (default: 50, 90 and 110 percent)", "list",
+           "50%,90%,110%"),
+    Option("perf_latency_bound", "a latency bound such as p99<=20ms: server cases search, for each batch and N, the "
+           "highest Poisson rate that keeps it (implies the server mode)", "str"),
     Option("stations", "comma-separated stations to time (default: every station in the registry; with --models, "
            "those whose models are all selected)", "list"),
     Option("station_modes", "station modes: serial, multistream, threadpool, merged", "list",
@@ -101,6 +113,10 @@ OPTIONS: list[Option] = [
            "job array; python -m harness report DIR... merges their rows)", "shard"),
     Option("shard_durations", "an earlier results.json whose case durations balance the shards (default: by case id)",
            "path"),
+    Option("doctor", "at the end of the run, the precision doctor on each failed accuracy case: where its error "
+           "starts and the fewest nodes kept in FP32 that pass (REPORT.md: 'Precision doctor')", "flag", False),
+    Option("doctor_max_minutes", "time budget of --doctor, shared by the failed cases", "float", "10"),
+    Option("doctor_samples", "samples --doctor compares node by node", "int", "4"),
 ]
 BY_DEST = {o.dest: o for o in OPTIONS}
 PATH_FLAGS = tuple(o.flag for o in OPTIONS if o.kind == "path")
@@ -152,6 +168,10 @@ def parse_value(opt: Option, raw: Raw) -> Any:
     if opt.kind == "int":
         if not _positive_int(s):
             raise refuse("give a positive integer")
+        return int(s)
+    if opt.kind == "count":
+        if not (_positive_int(s) or s == "0"):
+            raise refuse("give an integer >= 0")
         return int(s)
     if opt.kind == "float":
         try:
@@ -251,6 +271,7 @@ def settings_from(values: dict[str, Any], sources: dict[str, str] | None = None)
         max_cv=v["perf_max_cv"], max_drift=v["perf_max_drift"], max_load=v["perf_max_load"], sync=v["perf_sync"],
         resident=v["perf_resident"], cuda_graph=v["perf_cuda_graph"], recipes=v["perf_recipes"],
         profiles=v["perf_profiles"], stations=v["stations"], station_modes=v["station_modes"],
+        check_requests=v["perf_check_requests"], server_rates=v["server_rates"], latency_bound=v["perf_latency_bound"],
     )
     return Settings(registry=v["registry"], report_dir=v["report_dir"], cache_dir=v["engine_cache"],
                     models=v["models"], backends=v["backends"], recipes=v["recipes"], profiles=v["profiles"],
@@ -258,4 +279,6 @@ def settings_from(values: dict[str, Any], sources: dict[str, str] | None = None)
                     history=v["history"],
                     reference_device=v["reference_device"], trt_options=v["trt_options"] or {},
                     ort_setup=v["ort_setup"] or {}, perf=perf,
-                    strict_budgets=bool(v["strict_budgets"]), sources=dict(sources or {}))
+                    strict_budgets=bool(v["strict_budgets"]), doctor=bool(v["doctor"]),
+                    doctor_max_minutes=v["doctor_max_minutes"], doctor_samples=v["doctor_samples"],
+                    sources=dict(sources or {}), shapes=v["shapes"])

@@ -37,6 +37,7 @@ from .data import SampleSet, batch_size_of
 from .environment import this_gpu_index
 from .errors import HarnessError, ModeUnsupported
 from .hostlock import timing
+from .load_check import LoadCheck, LoadCheckFailure, load_check_for, verify_load
 from .recipes import apply_recipe
 from .resources import ResourceMonitor
 from .rows import PerfRow
@@ -73,7 +74,7 @@ class PerfCase:
 
 def perf_cases(hs: HarnessSession) -> Iterator[PerfCase]:
     ps = hs.settings.perf
-    unknown = [m for m in ps.modes if m not in MODES]
+    unknown = [m for m in ps.modes if m not in MODES and m != "server"]  # server: harness.server_check
     if unknown:
         raise HarnessError(f"--perf-modes names unknown mode(s) {', '.join(unknown)}; known: {', '.join(MODES)}")
     for spec in hs.models():
@@ -89,7 +90,7 @@ def perf_cases(hs: HarnessSession) -> Iterator[PerfCase]:
                     profile = spec.profiles[pname]
                     lo, opt, hi = (batch_size_of(spec, profile, w) for w in ("min", "opt", "max"))
                     batches = ps.batches or sorted({1, opt})
-                    for mode in ps.modes:
+                    for mode in (m for m in ps.modes if m in MODES):
                         for batch in batches:
                             if not lo <= batch <= hi:
                                 continue  # outside this profile (a fixed profile has one batch size)
@@ -131,7 +132,9 @@ class Mode:
         return concurrency
 
     def measure(self, runners: list[Runner], policy: TimingPolicy, *, batch: int,
-                clock: Clock = time.perf_counter) -> Measurement:
+                clock: Clock = time.perf_counter, check: LoadCheck | None = None) -> Measurement:
+        """Time the runners; ``check`` (harness.load_check) issues its checked requests from the runners' own
+        loops, between timed ones."""
         raise NotImplementedError
 
     def add_breakdown(self, runners: list[Runner], m: Measurement) -> Measurement:
@@ -153,7 +156,7 @@ class Serial(Mode):
         return 1
 
     def measure(self, runners: list[Runner], policy: TimingPolicy, *, batch: int,
-                clock: Clock = time.perf_counter) -> Measurement:
+                clock: Clock = time.perf_counter, check: LoadCheck | None = None) -> Measurement:
         if len(runners) != 1:
             raise HarnessError(f"serial mode drives exactly one runner, got {len(runners)}")
         (r,) = runners
@@ -163,8 +166,14 @@ class Serial(Mode):
             warmed = warm_up(lambda: fn(*args), policy.warmup, clock)
         except BaseException as exc:
             _raise_failed(self.name, 0, 1, WARMING, exc)
+        between = None
+        if check is not None:
+            check.begin(clock())
+
+            def between(t: float) -> Any:  # between chunks of timed iterations
+                return check.take(0, r) if check.due(0, t) else None
         try:
-            m = run_serial(call, policy, batch=batch, clock=clock, warmed=warmed)
+            m = run_serial(call, policy, batch=batch, clock=clock, warmed=warmed, between=between)
         except BaseException as exc:
             _raise_failed(self.name, 0, 1, TIMING, exc)
         return self.add_breakdown(runners, m)
@@ -177,7 +186,7 @@ class MultiStream(Mode):
     name = "multistream"
 
     def measure(self, runners: list[Runner], policy: TimingPolicy, *, batch: int,
-                clock: Clock = time.perf_counter) -> Measurement:
+                clock: Clock = time.perf_counter, check: LoadCheck | None = None) -> Measurement:
         n = len(runners)
         i, phase = 0, WARMING  # which runner is being called, in which phase: for the error message
         try:
@@ -199,6 +208,8 @@ class MultiStream(Mode):
             submitted = [0.0] * n
             active = [True] * n
             start = clock()
+            if check is not None:
+                check.begin(start)
             for i, r in enumerate(runners):
                 submitted[i] = clock()
                 r.submit()
@@ -218,6 +229,8 @@ class MultiStream(Mode):
                     if stopping:
                         active[i] = False
                     else:
+                        if check is not None and check.due(i, t):
+                            check.take(i, r)  # a checked request on this runner, between two timed ones
                         submitted[i] = clock()
                         r.submit()
                 i = (i + 1) % n
@@ -236,9 +249,11 @@ class ThreadPool(Mode):
     name = "threadpool"
 
     def measure(self, runners: list[Runner], policy: TimingPolicy, *, batch: int,
-                clock: Clock = time.perf_counter) -> Measurement:
+                clock: Clock = time.perf_counter, check: LoadCheck | None = None) -> Measurement:
         n = len(runners)
         ready = threading.Barrier(n + 1)
+        # when each runner's next checked request is due (never, without a check): one comparison per request
+        due_at = check.next_at if check is not None else [float("inf")] * n
         go = threading.Barrier(n + 1)
         stop = threading.Event()
         records: list[list[tuple[float, float]]] = [[] for _ in range(n)]
@@ -260,6 +275,8 @@ class ThreadPool(Mode):
                     fn(*args)
                     b = clock()
                     rec.append((a, b))
+                    if b >= due_at[k]:
+                        fn, args = check.take(k, r)  # type: ignore[union-attr]
             except threading.BrokenBarrierError:
                 return  # another runner failed: its error is the one reported
             except BaseException as exc:  # surfaced by the main thread, which stops waiting at once
@@ -276,6 +293,8 @@ class ThreadPool(Mode):
         try:
             ready.wait()
             start = clock()
+            if check is not None:
+                check.begin(start)
             go.wait()
         except threading.BrokenBarrierError:
             stop.set()
@@ -306,7 +325,8 @@ MODES = tuple(MODE_CLASSES)
 
 
 def measure_mode(engine: Engine, case: PerfCase, feeds: dict[str, Any], policy: TimingPolicy,
-                 threads: int | None, monitor: ResourceMonitor) -> tuple[Measurement, dict[str, Any]]:
+                 threads: int | None, monitor: ResourceMonitor, check: LoadCheck | None = None
+                 ) -> tuple[Measurement, dict[str, Any]]:
     """Create the mode's runners, stage the batch, time it; returns the measurement and runner facts.
     ``monitor`` samples resources while the mode runs (warm-up and measurement), not while sessions or
     contexts are created."""
@@ -316,11 +336,11 @@ def measure_mode(engine: Engine, case: PerfCase, feeds: dict[str, Any], policy: 
     try:
         for _ in range(mode.runner_count(case.concurrency)):
             runners.append(engine.runner(options))
-        for r in runners:
-            r.prepare(feeds, resident=case.resident)
+        for k, r in enumerate(runners):  # with a load check, each runner carries its own evaluation batch
+            r.prepare(check.feeds(k) if check is not None else feeds, resident=case.resident)
         # timing() waits while another worker on this host builds (harness.hostlock; a no-op otherwise)
         with timing(), monitor:
-            m = mode.measure(runners, policy, batch=case.batch)
+            m = mode.measure(runners, policy, batch=case.batch, check=check)
         return m, runners[0].describe()
     finally:
         for r in runners:
@@ -358,7 +378,10 @@ def check_perf(hs: HarnessSession, case: PerfCase, *, monitor: ResourceMonitor |
         engine = backend.build(art.path, profile, hs.cache, label=label, model_hash=art.model_hash, options=options,
                                calibration=art.calibration)
         row.update(engine_key=engine.entry.key, cache_hit=engine.entry.hit, setup=engine.describe())
-        m, runner_facts = measure_mode(engine, case, feeds, policy, threads, mon)
+        check = load_check_for(hs, spec, profile, case.batch, MODE_CLASSES[case.mode].runner_count(case.concurrency),
+                               case.resident, policy)
+        m, runner_facts = measure_mode(engine, case, feeds, policy, threads, mon, check)
+        checked, failure = verify_load(hs, check, engine, spec, recipe, case.id)
     except Exception as exc:
         row.update(status="skipped" if isinstance(exc, ModeUnsupported) else "error",
                    message=f"{type(exc).__name__}: {exc}")
@@ -367,8 +390,13 @@ def check_perf(hs: HarnessSession, case: PerfCase, *, monitor: ResourceMonitor |
     row.update(m.summary())
     row.runner = runner_facts
     row.resources = mon.result
+    row.load_check = checked
     row.state = mon.state
     row.state_flags = mon.flags
     row.status = "pass" if m.stable else "unstable"
+    if failure:
+        row.update(status="fail", message=failure)
     hs.write_row(row)
+    if failure:
+        raise LoadCheckFailure(failure)
     return row

@@ -16,6 +16,8 @@ the package is used from a checkout without being installed; the shared name kee
   keeps this host's part of the tests;
 * markers ``accuracy``, ``perf``, ``build``, ``gpu``, ``tensorrt``, added to generated cases, which are skipped
   with the reason when their backend, device or model is missing;
+* ``--doctor``: at the end, on the controller, the precision doctor (:mod:`harness.doctor`) on the failed
+  accuracy cases, its rows written before the report;
 * rows: each process writes its own JSONL; the controller merges them into ``results.json`` and
   ``REPORT.md`` at the end (and appends them to the ``--history`` database) and prints the engine cache's
   counts; each test's status and key numbers become its JUnit XML properties (``record_property``).
@@ -56,6 +58,8 @@ MARKERS = (
     ("harness_no_cases", "(internal) a generated test with no cases, deselected"),
 )
 _NO_CASES = pytest.mark.harness_no_cases
+# the gates of deployment conditions (harness.deployment): batch consistency, determinism, open-loop serving
+DEPLOYMENT_FIXTURES = {"consistency_case", "determinism_case", "server_case"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -218,7 +222,7 @@ def _case_marks(hs: HarnessSession, model: str, backend: str, recipe: str | None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    wanted = {"accuracy_case", "build_case", "perf_case", "station_case"} & set(metafunc.fixturenames)
+    wanted = {"accuracy_case", "build_case", "perf_case", "station_case", *DEPLOYMENT_FIXTURES} & set(metafunc.fixturenames)
     if not wanted:
         return
     hs = metafunc.config.stash[SESSION_KEY]
@@ -251,6 +255,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             # no station selected (none in the registry, or --models selects none): deselected, instead of
             # pytest's "empty parameter set" skip in every perf run of a few models
             metafunc.parametrize("station_case", params or [pytest.param(None, id="none", marks=_NO_CASES)])
+        for fixture in DEPLOYMENT_FIXTURES & wanted:  # consistency, determinism, server (harness.deployment)
+            from .deployment import cases_for
+
+            kind = "perf" if fixture == "server_case" else "accuracy"
+            params = [pytest.param(c, id=c.id, marks=_case_marks(hs, c.model, c.backend, c.recipe, kind, metafunc.config))
+                      for c in cases_for(hs, fixture)]
+            metafunc.parametrize(fixture, params or [pytest.param(None, id="none", marks=_NO_CASES)])
     except HarnessError as exc:  # checked at session start already; a worker can still meet it
         pytest.fail(str(exc), pytrace=False)
 
@@ -287,10 +298,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     hs = config.stash.get(SESSION_KEY, None)
     if hs is None:
         return
+    doctor: list[str] = []
+    if hs.settings.doctor and exitstatus != pytest.ExitCode.INTERRUPTED:
+        from .doctor.run import session_lines
+
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        doctor = session_lines(hs, reporter.write_line if reporter is not None else print)
     hs.close()
     from .finish import finish_run
 
-    lines = finish_run(hs)
+    lines = doctor + finish_run(hs)
     if lines:
         config.stash[SUMMARY_KEY] = lines
 
@@ -392,6 +409,50 @@ def station_check(harness_session: HarnessSession, record_property: Callable[[st
     def check(case: Any) -> StationRow:
         __tracebackhide__ = True
         return _timed(harness_session, record_property, lambda: check_station(harness_session, case), case.id)
+
+    return check
+
+
+@pytest.fixture
+def consistency_check(harness_session: HarnessSession, record_property: Callable[[str, object], None]
+                      ) -> Callable[[Any], Any]:
+    """Check one batch-consistency case: ``consistency_check(case)`` (harness.consistency)."""
+    from .consistency import check_consistency
+    from .selfcheck import SelfCheckFailure
+
+    def check(case: Any) -> Any:
+        __tracebackhide__ = True
+        with _properties(harness_session, record_property):
+            return _outcome(lambda: check_consistency(harness_session, case), SelfCheckFailure)
+
+    return check
+
+
+@pytest.fixture
+def determinism_check(harness_session: HarnessSession, record_property: Callable[[str, object], None]
+                      ) -> Callable[[Any], Any]:
+    """Check one determinism case: ``determinism_check(case)`` (harness.determinism)."""
+    from .determinism import check_determinism
+    from .selfcheck import SelfCheckFailure
+
+    def check(case: Any) -> Any:
+        __tracebackhide__ = True
+        with _properties(harness_session, record_property):
+            return _outcome(lambda: check_determinism(harness_session, case), SelfCheckFailure)
+
+    return check
+
+
+@pytest.fixture
+def server_check(harness_session: HarnessSession, record_property: Callable[[str, object], None]
+                 ) -> Callable[[Any], Any]:
+    """Serve one server case open-loop: ``server_check(case)`` (harness.server_check)."""
+    from .server_check import check_server
+
+    def check(case: Any) -> Any:
+        __tracebackhide__ = True
+        with _properties(harness_session, record_property):
+            return _outcome(lambda: check_server(harness_session, case), AssertionError)
 
     return check
 

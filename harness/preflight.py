@@ -46,6 +46,11 @@ def check_registry(reg: Registry, recipes: Mapping[str, Recipe]) -> None:
                 known(key, spec.name, f"budgets.{key}", kinds=True)
         for key in spec.known_failures:
             known(key, spec.name, f"known_failures.{key}", kinds=True)
+        for check, layers in spec.check_bounds.items():
+            for source, table in layers[1:]:  # the registry's own: its defaults, then the model's
+                for key in table:
+                    known(key, None if source != "model" else spec.name,
+                          f"{'defaults.' if source != 'model' else ''}{check}.{key}", kinds=True)
         for i, scope in enumerate(spec.scopes):
             for key in scope.budgets:
                 known(key, spec.name, f"where[{i}].budgets.{key}", kinds=True)
@@ -65,6 +70,11 @@ def check_selection(hs: HarnessSession, *, perf: bool) -> None:
                                f"{', '.join(hs.recipes)}")
     for dest, names in (("profiles", s.profiles), ("perf_profiles", s.perf.profiles if perf else None)):
         _check_profiles(s.source(dest), names, usable)
+    if s.shapes and usable:
+        from .shape_cases import check_wanted
+
+        check_wanted(s.shapes, [m.profiles[p] for m in usable for p in hs.model_profiles(m, s.profiles)],
+                     s.source("shapes"))
     if perf and s.perf.batches and usable:
         _check_batches(hs, s.source("perf_batches"), s.perf.batches, usable)
     if perf:
@@ -75,6 +85,9 @@ def check_selection(hs: HarnessSession, *, perf: bool) -> None:
             raise HarnessError(f"{s.source('station_modes')} names unknown mode(s) {', '.join(unknown)}; known: "
                                f"{', '.join(STATION_MODES)}")
         selected_stations(hs)  # an unknown --stations name is refused, naming the registry's stations
+        from .server_check import check_server_options
+
+        check_server_options(s.perf, s.source)  # a bad --perf-latency-bound or --server-rates, named
 
 
 def _check_profiles(option: str, names: list[str] | None, models: list[ModelSpec]) -> None:

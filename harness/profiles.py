@@ -3,7 +3,9 @@
 A profile gives, per input, the smallest, the typical and the largest shape an engine must accept
 (``min`` / ``opt`` / ``max``), the way TensorRT optimization profiles and trtexec's
 ``--minShapes/--optShapes/--maxShapes`` do. A *fixed* profile has one shape per input (``shapes``):
-min = opt = max. Shape strings look like ``image:1x3x224x224,mask:1x128``; a name that contains ``:``
+min = opt = max. A profile may also name *extra* shapes inside it (``extra = { wide = "x:4x3x48x960" }``):
+points the accuracy gates test besides min, opt and max (:mod:`harness.shape_cases`); they are test points,
+not build parameters, so they are no part of the profile's cache key. Shape strings look like ``image:1x3x224x224,mask:1x128``; a name that contains ``:``
 or ``,`` is quoted with single quotes, as trtexec accepts (``'input:0':1x3``).
 """
 
@@ -89,6 +91,8 @@ class Profile:
     fixed: bool = False
     # where the profile was declared, for error messages
     source: str = field(default="", compare=False)
+    # named shapes inside the profile that the accuracy gates also test (never part of the cache key)
+    extra: dict[str, dict[str, Shape]] = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_strings(

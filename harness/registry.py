@@ -8,19 +8,24 @@ the model and the field. See ``fixtures/models.toml`` for the annotated format.
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .budgets import Budget, default_budgets
+from .budgets import CHECKS, Budget, default_budgets, default_check_bounds
 from .conditions import Condition, ConditionError, DeviceExpr
 from .errors import ProfileError, RegistryError
 from .model_io import OnnxFacts, check_ir_version, check_onnx, only_keys, parse_inputs, parse_outputs
-from .profiles import Profile, Shape
+from .profiles import Profile, Shape, parse_shapes
 from .sample_file import check_samples
+from .shape_cases import DEFAULT as DEFAULT_SHAPES
+from .shape_cases import RESERVED_SHAPE_NAMES
 from .spec import (
     BUILTIN,
     DEFAULT_RECIPES,
+    MODEL,
     REGISTRY_DEFAULTS,
     ModelSpec,
     Registry,
@@ -46,8 +51,12 @@ def load_registry(path: str | Path) -> Registry:
         raise RegistryError(src, None, None, f"not valid TOML: {exc}") from None
     only_keys(data, {"defaults", "recipes", "models", "stations"}, src, None, "")
     defaults = data.get("defaults", {})
-    only_keys(defaults, {"recipes", "perf_recipes", "budgets"}, src, None, "defaults")
+    only_keys(defaults, {"recipes", "perf_recipes", "budgets", *CHECKS}, src, None, "defaults")
     default_budgets_raw = _parse_budgets(defaults.get("budgets", {}), src, None, "defaults.budgets")
+    builtin_checks = default_check_bounds()
+    check_layers = {check: [(BUILTIN, builtin_checks[check]),
+                            (REGISTRY_DEFAULTS, _parse_budgets(defaults.get(check, {}), src, None, f"defaults.{check}"))]
+                    for check in CHECKS}
     recipes = data.get("recipes", {})
     if not isinstance(recipes, dict):
         raise RegistryError(src, None, "recipes", "must be a table of named recipes")
@@ -63,6 +72,9 @@ def load_registry(path: str | Path) -> Registry:
         if not isinstance(entry, dict):
             raise RegistryError(src, name, None, "must be a table")
         models[name] = _parse_model(name, entry, path.parent, src, layers)
+        models[name].check_bounds = {
+            check: [*layers_, (MODEL, _parse_budgets(entry.get(check, {}), src, name, check))]
+            for check, layers_ in check_layers.items()}
     perf_recipes = defaults.get("perf_recipes")
     stations = parse_stations(data.get("stations", {}), models, src)
     return Registry(path, models, recipes, list(default_recipes), list(perf_recipes) if perf_recipes else None,
@@ -70,7 +82,7 @@ def load_registry(path: str | Path) -> Registry:
 
 
 _MODEL_KEYS = {"path", "package", "sha256", "reference", "description", "inputs", "outputs", "profiles",
-               "budgets", "evaluation", "calibration", "recipes", "known_failures", "where"}
+               "budgets", "evaluation", "calibration", "recipes", "known_failures", "where", "shapes", *CHECKS}
 
 
 def _parse_model(name: str, entry: dict, base: Path, src: str,
@@ -170,6 +182,8 @@ def _parse_model(name: str, entry: dict, base: Path, src: str,
     spec.declared_outputs = {out: dims for out, (_, dims) in facts.outputs.items() if dims is not None}
     _check_budget_outputs(budgets, dict(default_budgets)[REGISTRY_DEFAULTS], scopes, list(facts.outputs), src, name)
     spec.profiles = _parse_profiles(entry.get("profiles", {}), spec, src, name)
+    if "shapes" in entry:
+        spec.shapes = _parse_shape_selection(entry["shapes"], spec, src, name)
     if samples is not None:
         check_samples(samples, spec, facts, src, name)
     elif any(cfg.labels for cfg in spec.outputs.values()):
@@ -210,7 +224,9 @@ def _parse_profiles(raw: dict, spec: ModelSpec, src: str, name: str) -> dict[str
         fld = f"profiles.{pname}"
         if not isinstance(entry, dict):
             raise RegistryError(src, name, fld, "must be a table with 'shapes' or 'min'/'opt'/'max'")
-        only_keys(entry, {"shapes", "min", "opt", "max"}, src, name, fld)
+        only_keys(entry, {"shapes", "min", "opt", "max", "extra"}, src, name, fld)
+        entry = dict(entry)
+        extra_raw = entry.pop("extra", {})
         try:
             prof = Profile.from_strings(pname, source=f"{src}: model {name!r}", **entry)
         except ProfileError as exc:
@@ -233,8 +249,54 @@ def _parse_profiles(raw: dict, spec: ModelSpec, src: str, name: str) -> dict[str
                     raise RegistryError(src, name, fld, f"{which} shape {'x'.join(map(str, shape))} of input {inp!r} "
                                         f"does not fit its shape {list(ispec.dims)}")
         _check_named_dims_agree(prof, spec, src, name, fld)
+        if extra_raw:
+            prof = replace(prof, extra=_parse_extra_shapes(extra_raw, prof, spec, src, name, f"{fld}.extra"))
         profiles[pname] = prof
     return profiles
+
+
+def _parse_shape_selection(raw: Any, spec: ModelSpec, src: str, name: str) -> list[str]:
+    """``shapes = ["opt", "max"]``: the points of its profiles a model's accuracy gates run at."""
+    known = [*DEFAULT_SHAPES, *dict.fromkeys(n for p in spec.profiles.values() for n in p.extra)]
+    if not isinstance(raw, list) or not raw or not all(isinstance(x, str) for x in raw):
+        raise RegistryError(src, name, "shapes", f"must be a list of shape names ({', '.join(known)}), got {raw!r}")
+    bad = [x for x in raw if x not in known]
+    if bad:
+        raise RegistryError(src, name, "shapes", f"{', '.join(bad)} names no shape of its profiles; give "
+                            f"{', '.join(known)}")
+    return list(raw)
+
+
+_SHAPE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def _parse_extra_shapes(raw: Any, prof: Profile, spec: ModelSpec, src: str, name: str,
+                        fld: str) -> dict[str, dict[str, Shape]]:
+    """``extra = { wide = "x:4x3x48x960" }``: named shapes inside the profile that the accuracy gates also test."""
+    if not isinstance(raw, dict) or not raw:
+        raise RegistryError(src, name, fld, "must be a table of named shapes, e.g. extra = { wide = \"x:4x3x48x960\" }")
+    out: dict[str, dict[str, Shape]] = {}
+    for key, text in raw.items():
+        if not _SHAPE_NAME.match(key) or key in RESERVED_SHAPE_NAMES:
+            raise RegistryError(src, name, f"{fld}.{key}", "a shape's name is a word of letters, digits and _ (it "
+                                f"becomes part of the case id), other than {', '.join(RESERVED_SHAPE_NAMES)}")
+        try:
+            shapes = parse_shapes(text, where="shape")
+            unknown = sorted(set(shapes) - set(prof.opt))
+            if unknown:
+                raise ProfileError(f"names input(s) {', '.join(unknown)} that the profile does not: it has "
+                                   f"{', '.join(prof.opt)}")
+            written = Profile(prof.name, shapes, shapes, shapes)
+            derived = _derive_shapes(written, spec).opt
+            missing = sorted(set(prof.opt) - set(derived))
+            if missing:
+                raise ProfileError(f"gives no shape for input(s) {', '.join(missing)}")
+            prof.check(derived)
+        except ProfileError as exc:
+            raise RegistryError(src, name, f"{fld}.{key}", str(exc).split(": ", 1)[-1]
+                                if str(exc).startswith("shape") else str(exc)) from None
+        out[key] = derived
+    return out
 
 
 def _derive_shapes(prof: Profile, spec: ModelSpec) -> Profile:

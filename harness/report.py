@@ -3,8 +3,8 @@
 One accuracy table per model (backend, recipe, profile, samples, the error statistics, the budgets and the
 verdict, plus how the artifact was built), the failures with their worst samples, and the environment.
 The perf section is rendered by :mod:`harness.perf_report`, the stations by :mod:`harness.stations.report`
-(which writes its plot beside the report), the comparison with a baseline by :mod:`harness.compare`, the
-trends over a history database by :mod:`harness.trends`, the same cases on several devices side by side by
+(which writes its plot beside the report), the precision doctor's findings by :mod:`harness.doctor.report`, the
+comparison with a baseline by :mod:`harness.compare`, the trends over a history database by :mod:`harness.trends`, the same cases on several devices side by side by
 :mod:`harness.device_report` (the tables then get a *device* column). Everything reads typed rows
 (:mod:`harness.rows`).
 """
@@ -64,9 +64,22 @@ def _size(n: Any) -> str:
 KIND_ORDER = {"fp32": 0, "fp16": 1, "bf16": 2, "int8": 3}
 
 
+SHAPE_ORDER = {"min": 0, "opt": 1, "max": 2}
+
+
 def recipe_order(row: AnyRow) -> tuple[Any, ...]:
-    """Rows in reading order: backend, then precision from fp32 down to int8, then recipe and profile."""
-    return row.backend, KIND_ORDER.get(str(row.recipe_kind), 9), row.recipe, row.profile
+    """Rows in reading order: backend, then precision from fp32 down to int8, then recipe, profile and the shape
+    of the profile (min, opt, max, the extra shapes)."""
+    shape = str(getattr(row, "shape", "opt"))
+    return (row.backend, KIND_ORDER.get(str(row.recipe_kind), 9), row.recipe, row.profile,
+            SHAPE_ORDER.get(shape, 3), shape)
+
+
+def profile_label(row: AccuracyRow) -> str:
+    """"dynamic" at the profile's opt shape, "dynamic @max" (with the shapes) at another point of it."""
+    if row.shape == "opt":
+        return row.profile
+    return f"{row.profile} @{row.shape}" + (f" ({row.shape_dims})" if row.shape_dims else "")
 
 
 def calibration_label(row: AccuracyRow) -> str:
@@ -138,7 +151,7 @@ def accuracy_section(rows: list[AnyRow]) -> list[str]:
             m = r.metrics
             table.append([
                 *([names[device_key(r.device)]] if names else []),
-                r.backend, r.recipe, r.profile, calibration_label(r), _num(r.samples),
+                r.backend, r.recipe, profile_label(r), calibration_label(r), _num(r.samples),
                 _num(m.get("rel_l2.mean")), _num(m.get("rel_l2.p99")), _num(m.get("rel_l2.max")),
                 _pct(m.get("rel_l2.share_over_0.01")), _num(m.get("cosine.min")), _num(m.get("cosine.p1")),
                 _pct(m["top1.mean"]) if "top1.mean" in m else "–",
@@ -157,7 +170,7 @@ def accuracy_section(rows: list[AnyRow]) -> list[str]:
         if recipes:
             out.append("Recipes: " + " · ".join(f"**{name}** {recipe_summary(r)}" for name, r in recipes.items()))
             out.append("")
-        build = [r for r in arows if r.engine_size]
+        build = [r for r in arows if r.engine_size and r.shape == "opt"]  # one engine serves every shape
         if build:
             out.append("<details><summary>artifacts</summary>")
             out.append("")
@@ -261,13 +274,16 @@ def render(data: Results, *, extra_sections: Iterable[list[str]] = (), report_di
         "Generated from `results.json`; re-render with `python -m harness report DIR`.",
         "",
     ]
+    from .deployment_report import deployment_sections
+    from .doctor.report import doctor_section
     from .perf_report import perf_sections
     from .stations.report import station_section
 
     parts = [head, cross_device_section(rows), accuracy_section(rows), int8_section(rows), *perf_sections(rows),
-             station_section(rows, report_dir),
+             station_section(rows, report_dir), *deployment_sections(rows, report_dir),
              build_section(rows),
              failures_section(rows),
+             doctor_section(rows),
              *extra_sections,
              environment_section(data.environment)]
     return "\n".join(line for part in parts for line in part).rstrip() + "\n"

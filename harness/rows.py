@@ -1,12 +1,15 @@
 """Result rows: one typed, versioned schema that the checks fill and every reader validates.
 
-A row is one test's outcome, one JSON object per line in ``rows/<run>/<worker>.jsonl`` and one element of
-``results.json``'s ``rows``. Four types, one dataclass each:
+A row is one test's outcome (or one doctor's diagnosis), one JSON object per line in
+``rows/<run>/<worker>.jsonl`` and one element of ``results.json``'s ``rows``. Five types, one dataclass each:
 
 ``accuracy``  :class:`AccuracyRow`  a case's error statistics against the FP32 reference, its budgets, verdict
 ``perf``      :class:`PerfRow`      a timed configuration: throughput, latency percentiles, a latency histogram
 ``build``     :class:`BuildRow`     an engine built (or found in the cache), nothing run
 ``station``   :class:`StationRow`   a station (several models per frame) timed in one mode: cycle time per frame
+``doctor``    :class:`DoctorRow`    the precision doctor on a failing case: where the error starts, the fix found
+``selfcheck`` :class:`SelfCheckRow` an engine against itself: batch consistency or determinism (schema 5)
+``server``    :class:`ServerRow`    open-loop serving at an offered rate, or the highest rate within a latency bound
 
 Every row carries its case (model, backend, recipe, profile, and for perf the mode, batch, N...), the
 ``device`` it ran on (host, and the GPU's index, name and UUID or the CPU's model: :mod:`harness.device_id`), its
@@ -19,11 +22,13 @@ Reading (:func:`parse_row`) is strict about what identifies a row and about the 
 field, and lenient about the rest: a key this version does not declare is kept in ``extra`` and written
 back unchanged, so rows from a newer harness (or fields added on another branch) survive a merge.
 Errors name the file and line. Versions: rows written before the schema existed have no ``schema`` key
-and are version 1; version 2 rows have no ``device``; version 3 perf rows have no ``sync`` (part of a perf
-row's case since version 4: a GPU row timed with the host sleeping on a blocking-sync event is another case
-than one timed spinning; no sync reads as spin, what every older row measured) and no machine state
-(``state``, ``state_flags``: an older row's machine is unknown, not flagged); :func:`migrate` brings them to
-the current version.
+and are version 1; version 2 rows have no ``device``; version 4 added the ``doctor`` type (no row of another
+type changed, but a version 3 reader must refuse a doctor row as newer, not as an unknown type). Version 4
+rows have no accuracy ``shape`` (they ran at the profile's opt shape, the default), no ``selfcheck`` or
+``server`` types, perf rows no ``load_check``, no ``sync`` (part of a perf row's case since version 5: a GPU
+row timed with the host sleeping on a blocking-sync event is another case than one timed spinning; no sync
+reads as spin, what every older row measured) and no machine state (``state``, ``state_flags``: an older
+row's machine is unknown, not flagged); :func:`migrate` brings older rows to the current version.
 
 Nested statistics stay mappings: ``metrics`` {"rel_l2.p99": ...}, ``latency_ms`` {"p50": ...}.
 """
@@ -42,7 +47,7 @@ from typing import Any, ClassVar
 
 from .device_id import device_key, device_of
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 log = logging.getLogger(__name__)
 
 # the machine's facts every row carries under "env" (flat; plus "pkg.<name>": version per package).
@@ -175,6 +180,7 @@ class Row:
 @dataclass(kw_only=True)
 class AccuracyRow(Row):
     TYPE: ClassVar[str] = "accuracy"
+    KEY: ClassVar[tuple[str, ...]] = ("model", "backend", "recipe", "profile", "shape")
 
     batch: int | None = None
     samples: int | None = None
@@ -211,6 +217,16 @@ class AccuracyRow(Row):
     # the outputs' batch axes and real shapes by batch size, from one run of the FP32 model (harness.layout)
     output_layout: dict[str, Any] = field(default_factory=dict)
     fp32_label_metrics: dict[str, float | None] = field(default_factory=dict)  # FP32's scores against labels
+    # schema 5: the profile's point the case ran at (min, opt, max or an extra shape: harness.shape_cases), part
+    # of the key (a row without it ran at opt), and the inputs' shapes there
+    shape: str = "opt"
+    shape_dims: str | None = None
+
+    @property
+    def label(self) -> str:
+        # as the case's id: nothing added at the opt shape
+        return self.id or "-".join([self.model, self.backend, self.recipe, self.profile]
+                                   + ([self.shape] if self.shape != "opt" else []))
 
     def numbers(self) -> list[Number]:
         out: list[Number] = []
@@ -262,11 +278,13 @@ class PerfRow(Row):
     throughput_transfers: float | None = None  # samples / s one request at a time with both copies
     runner: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
+    # schema 5: accuracy under load: requests checked during the measurement (harness.load_check)
+    load_check: dict[str, Any] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)  # the machine during the run (harness.machine_state)
     state_flags: list[str] = field(default_factory=list)  # why not to quote it: GPU throttled, host overloaded
 
     def case_key(self) -> tuple[str, ...]:
-        # a row without a sync (the CPU's, or written before schema 4) is the default case, spin
+        # a row without a sync (the CPU's, or written before schema 5) is the default case, spin
         return (*super().case_key(), self.sync or "spin")
 
     @property
@@ -379,8 +397,134 @@ class StationRow(Row):
         return out
 
 
-ROW_TYPES: dict[str, type[Row]] = {c.TYPE: c for c in (AccuracyRow, PerfRow, BuildRow, StationRow)}
-AnyRow = typing.Union[AccuracyRow, PerfRow, BuildRow, StationRow]
+@dataclass(kw_only=True)
+class DoctorRow(Row):
+    """The precision doctor on one failing accuracy case (:mod:`harness.doctor`): where the error starts (the
+    nodes most sensitive, and the first whose error passes the budgets' scale), the smallest keep_fp32 list
+    found that makes the gate pass, the recipe written for it, and its price in serial throughput. ``status``:
+    ``fixed``, ``no fix``, ``passes`` (the gate held already: nothing to fix) or ``error``. Added in schema 4
+    (a new type: no row of another type changed)."""
+
+    TYPE: ClassVar[str] = "doctor"
+
+    samples: int | None = None  # samples compared node by node
+    eval_samples: int | None = None  # samples each gate ran on (the evaluation set)
+    budget_labels: list[str] = field(default_factory=list)  # the budgets the fix must meet
+    scale: float | None = None  # the budgets' error scale (a relative L2 error)
+    scale_source: str | None = None  # the budget it comes from
+    compare: dict[str, Any] = field(default_factory=dict)  # chunk, chunks, seconds, held_peak_mb, rss_peak_mb...
+    first_over: dict[str, Any] | None = None  # the first node whose cumulative error passes the scale
+    nodes: list[dict[str, Any]] = field(default_factory=list)  # the most sensitive nodes (harness.doctor.compare)
+    nodes_compared: int | None = None
+    candidates: int | None = None  # nodes the recipe converted or quantized (what keep_fp32 can name)
+    gate_before: dict[str, Any] = field(default_factory=dict)  # GateResult.to_dict() of the failing recipe
+    gate_after: dict[str, Any] = field(default_factory=dict)  # of the fixed recipe, re-gated from its TOML
+    keep_fp32: list[str] = field(default_factory=list)
+    # int8: kept nodes that still read an input through a Q/DQ pair (quantized for another reader), with those inputs
+    kept_read_dequantized: dict[str, list[str]] = field(default_factory=dict)
+    fixed_recipe: str | None = None
+    toml: str | None = None
+    toml_path: str | None = None
+    search: list[dict[str, Any]] = field(default_factory=list)  # every gate the search evaluated
+    reason: str | None = None  # why there is no fix, or why it may not be the smallest
+    out_of_time: bool | None = None
+    max_minutes: float | None = None
+    price: dict[str, Any] = field(default_factory=dict)  # harness.doctor.prescription.serial_price
+    seconds: float | None = None
+
+    def numbers(self) -> list[Number]:
+        out = [Number("keep_fp32", float(len(self.keep_fp32)), "lower")] if self.status == "fixed" else []
+        tp = self.price.get("throughput", {})
+        if tp.get("fixed") and tp.get("failing"):
+            out.append(Number("price", tp["fixed"] / tp["failing"], "higher"))
+        return out
+
+
+@dataclass(kw_only=True)
+class SelfCheckRow(Row):
+    """An engine compared with itself (schema 5): ``consistency`` (a sample's outputs at every batch position and
+    batch size of the profile against its outputs alone) or ``determinism`` (two builds of the recipe with the
+    cache bypassed, and repeated runs of one engine, against the first). ``metrics``, ``outputs`` and ``budgets``
+    are as an accuracy row's, over the comparisons; ``worst`` names the worst ones in words."""
+
+    TYPE: ClassVar[str] = "selfcheck"
+    KEY: ClassVar[tuple[str, ...]] = ("model", "backend", "recipe", "profile", "check")
+
+    check: str
+    batches: list[int] = field(default_factory=list)  # consistency: the batch sizes run
+    samples: int | None = None
+    comparisons: int | None = None  # sample outputs compared
+    budget_source: str | None = None
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    budgets: list[BudgetValue] = field(default_factory=list)
+    nonfinite_samples: int = 0
+    worst: list[dict[str, Any]] = field(default_factory=list)  # {"where", "output", "rel_l2"}, worst first
+    builds: list[dict[str, Any]] = field(default_factory=list)  # determinism: each build's seconds, size, checksum
+    engine_key: str | None = None
+    cache_hit: bool | None = None
+    seconds: float | None = None
+
+    def numbers(self) -> list[Number]:
+        worst = self.metrics.get("rel_l2.max")
+        return [Number("rel_l2.max", worst, "lower")] if worst is not None else []
+
+
+@dataclass(kw_only=True)
+class ServerRow(Row):
+    """Open-loop serving (schema 5): requests arrive by a Poisson process at an offered rate and queue for N
+    runners; latency counts from each request's scheduled arrival. ``rate`` is what the case asked for: a rate
+    ("200/s"), a share of the measured capacity ("90%"), or "search" for the highest rate that keeps ``bound``
+    (``--perf-latency-bound``). ``points`` holds every rate run (the throughput-latency curve); the top-level
+    numbers are those of the point the case reports: its rate, or the search's answer."""
+
+    TYPE: ClassVar[str] = "server"
+    KEY: ClassVar[tuple[str, ...]] = ("model", "backend", "recipe", "profile", "batch", "concurrency", "resident",
+                                      "cuda_graph", "rate", "bound")
+
+    batch: int
+    concurrency: int = 1
+    resident: bool = True
+    cuda_graph: bool = False
+    rate: str = ""
+    bound: str = ""  # "p99<=20ms" for a search, "" otherwise
+    threads_per_runner: int | None = None
+    policy: dict[str, Any] = field(default_factory=dict)
+    engine_key: str | None = None
+    cache_hit: bool | None = None
+    capacity: float | None = None  # requests / s, closed loop over the same runners
+    offered_rate: float | None = None  # requests / s of the reported point (None: no rate keeps the bound)
+    throughput: float | None = None  # samples / s completed at that point
+    latency_ms: dict[str, float | None] = field(default_factory=dict)  # from arrival: mean, p50, p90, p99, max
+    latency_hist: dict[str, Any] | None = None
+    points: list[dict[str, Any]] = field(default_factory=list)  # every rate run: rate, latencies, queueing
+    search: dict[str, Any] = field(default_factory=dict)  # the search's steps, stop rule and confidence
+    load_check: dict[str, Any] = field(default_factory=dict)  # accuracy under load (harness.load_check)
+    runner: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def measured(self) -> bool:
+        return self.offered_rate is not None and self.status == "pass"
+
+    @property
+    def config(self) -> str:
+        return (f"server b{self.batch} n{self.concurrency}" + (" +graph" if self.cuda_graph else "")
+                + ("" if self.resident else " +copy"))
+
+    def numbers(self) -> list[Number]:
+        # a search's answer is better higher; at a given rate what is served follows the rate, and latency is judged
+        search = self.rate == "search"
+        out = [Number("served_per_s", self.throughput, "higher" if search else None)] if self.throughput else []
+        p99 = self.latency_ms.get("p99")
+        if p99 is not None:
+            out.append(Number("p99_ms", float(p99), None if search else "lower"))
+        return out
+
+
+ROW_TYPES: dict[str, type[Row]] = {c.TYPE: c for c in (AccuracyRow, PerfRow, BuildRow, StationRow, DoctorRow,
+                                                       SelfCheckRow, ServerRow)}
+AnyRow = typing.Union[AccuracyRow, PerfRow, BuildRow, StationRow, DoctorRow, SelfCheckRow, ServerRow]
 
 
 def junit_properties(row: Row) -> list[tuple[str, object]]:
@@ -413,7 +557,7 @@ def migrate(data: dict[str, Any], version: int) -> dict[str, Any]:
         if device["kind"] == "gpu" and device["index"] is None:
             device["index"] = 0
         data["device"] = device
-    # version < 4: nothing to rewrite; a perf row without ``sync`` is keyed as spin (PerfRow.case_key), and
+    # version < 5: nothing to rewrite; a perf row without ``sync`` is keyed as spin (PerfRow.case_key), and
     # one without ``state`` was measured on a machine nobody recorded
     data["schema"] = SCHEMA_VERSION
     return data

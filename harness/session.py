@@ -45,6 +45,9 @@ class PerfSettings:
     profiles: list[str] | None = None
     stations: list[str] | None = None  # None: every station (with --models, those made of the selected models)
     station_modes: list[str] = field(default_factory=lambda: ["serial", "multistream", "threadpool", "merged"])
+    check_requests: int = 4  # checked requests per runner during a measurement (harness.load_check); 0: none
+    server_rates: list[str] = field(default_factory=lambda: ["50%", "90%", "110%"])  # server mode's offered rates
+    latency_bound: str | None = None  # "p99<=20ms": server cases search the highest rate that keeps it
 
 
 @dataclass
@@ -66,6 +69,11 @@ class Settings:
     ort_setup: dict[str, Any] = field(default_factory=dict)  # ONNX Runtime session setup over the backend's default
     perf: PerfSettings = field(default_factory=PerfSettings)
     strict_budgets: bool = False  # a case no budget applies to fails instead of passing as "unbudgeted"
+    shapes: list[str] | None = None  # the profiles' points accuracy gates run at (None: min, opt, max, extra)
+    # --doctor: at the end of the run, the precision doctor on the failed accuracy cases (harness.doctor)
+    doctor: bool = False
+    doctor_max_minutes: float = 10.0  # shared by the failed cases
+    doctor_samples: int = 4  # compared node by node
     # where each option's value came from, for messages: "--profiles", "harness_profiles in pyproject.toml"
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -79,10 +87,12 @@ class AccuracyCase:
     backend: str
     recipe: str
     profile: str
+    shape: str = "opt"  # the profile's point the case runs at (harness.shape_cases): min, opt, max or an extra
 
     @property
     def id(self) -> str:
-        return f"{self.model}-{self.backend}-{self.recipe}-{self.profile}"
+        suffix = "" if self.shape == "opt" else f"-{self.shape}"
+        return f"{self.model}-{self.backend}-{self.recipe}-{self.profile}{suffix}"
 
 
 AUTO = "auto"
@@ -223,11 +233,18 @@ class HarnessSession:
         return lines
 
     def accuracy_cases(self, *, build_only: bool = False) -> Iterator[AccuracyCase]:
+        """Every model x backend x recipe x profile, at each selected shape point of the profile (a build case
+        builds the profile's engine once, at none)."""
+        from .shape_cases import shape_points
+
         for spec in self.models():
             for backend in self.backends(build_only=build_only):
                 for recipe in self.model_recipes(spec, self.settings.recipes):
                     for profile in self.model_profiles(spec, self.settings.profiles):
-                        yield AccuracyCase(spec.name, backend, recipe, profile)
+                        points = ["opt"] if build_only or spec.unavailable else \
+                            shape_points(spec.profiles[profile], self.settings.shapes or spec.shapes)
+                        for point in points:
+                            yield AccuracyCase(spec.name, backend, recipe, profile, point)
 
     def build_options(self, backend: Any, *parts: dict[str, Any]) -> dict[str, Any]:
         """Builder options for a backend: the user's (--trt-options for TensorRT, --ort-setup for ONNX Runtime),

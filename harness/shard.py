@@ -85,7 +85,7 @@ def durations_from(path: Path, source: str = "--shard-durations") -> dict[str, f
     their ``seconds`` (else setup and build seconds), perf rows their warm-up and measurement. The same case on
     several devices counts its longest run."""
     from .results import load_results
-    from .rows import AccuracyRow, BuildRow, PerfRow
+    from .rows import AccuracyRow, BuildRow, PerfRow, SelfCheckRow, ServerRow
 
     try:
         rows = load_results(path).rows
@@ -99,7 +99,12 @@ def durations_from(path: Path, source: str = "--shard-durations") -> dict[str, f
             seconds = (r.warmup_s or 0.0) + (r.wall_s or 0.0)
         elif isinstance(r, BuildRow):
             seconds = r.build_seconds or 0.0
-        else:  # pragma: no cover - the three row types
+        elif isinstance(r, SelfCheckRow):  # its test kind is the check (consistency, determinism)
+            out[f"{r.check}:{r.label}"] = max(out.get(f"{r.check}:{r.label}", 0.0), float(r.seconds or 0.0))
+            continue
+        elif isinstance(r, ServerRow):
+            seconds = sum(float(p.get("duration_s", 0.0)) for p in r.points)
+        else:  # stations, doctor rows: not sharded by duration
             continue
         case = f"{r.TYPE}:{r.label}"
         out[case] = max(out.get(case, 0.0), float(seconds))

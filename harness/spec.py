@@ -133,6 +133,7 @@ class ModelSpec:
     calibration_size: int = 32
     calibration_source: str = "auto"  # real samples when the model has them, else generated
     recipes: list[str] | None = None
+    shapes: list[str] | None = None  # the profiles' points its accuracy gates run at (None: all; --shapes wins)
     description: str = ""
     unavailable: str | None = None  # why the model cannot be used here (e.g. its package is missing)
     sha256: str = ""
@@ -146,6 +147,9 @@ class ModelSpec:
     # from a run (harness.layout), which also settles the output batch axes that the registry did not fix
     declared_outputs: dict[str, tuple[Dim | None, ...]] = field(default_factory=dict)
     explicit_output_axes: frozenset[str] = frozenset()  # outputs whose batch_axis the registry gives
+    # batch consistency and determinism bounds (harness.budgets.CHECKS): per check, layers most general first
+    # (built-in, registry defaults, the model's own), each by recipe name or kind
+    check_bounds: dict[str, list[tuple[str, dict[str, list[Budget]]]]] = field(default_factory=dict)
 
     @property
     def reference_model(self) -> Path:
@@ -178,6 +182,15 @@ class ModelSpec:
             if found is not None:
                 return found, source
         return None, ""
+
+    def check_budgets(self, check: str, recipe_name: str, recipe_kind: str) -> tuple[list[Budget], str]:
+        """The bounds of a self-check (``consistency`` or ``determinism``) for a recipe, and where they came from:
+        the most specific layer with an entry for the recipe's name, else its kind."""
+        for source, table in reversed(self.check_bounds.get(check, [])):
+            found = _by_recipe(table, recipe_name, recipe_kind)
+            if found is not None:
+                return list(found), source
+        return [], ""
 
     def expectation(self, recipe_name: str, recipe_kind: str, backend: str, words: Iterable[str]) -> Expectation:
         """Budgets and known failure for a case on ``backend`` whose device has ``words`` (conditions.py)."""

@@ -230,11 +230,15 @@ def _chunk_runner(call: Call, append: Callable[[float], None], clock: Clock) -> 
 
 
 def run_serial(step: Callable[[], object] | Call, policy: TimingPolicy, *, batch: int,
-               clock: Clock = time.perf_counter, warmed: tuple[int, float] | None = None) -> Measurement:
+               clock: Clock = time.perf_counter, warmed: tuple[int, float] | None = None,
+               between: Callable[[float], Call | None] | None = None) -> Measurement:
     """Time a step back to back under ``policy``.
 
     ``step`` is a callable, or ``(function, args)``: the backend call itself, which the loop then makes
     inline. ``warmed``: the caller has already warmed it up, in that many iterations and seconds.
+    ``between(t)``, where given, runs after each chunk (at clock ``t``, outside any timed iteration); when it
+    ran something it returns the step to time from then on (harness.load_check restages the runner), and the
+    next iteration's latency counts from its return, else None.
     """
     call: Call = step if isinstance(step, tuple) else (step, ())
     fn, args = call
@@ -249,14 +253,22 @@ def run_serial(step: Callable[[], object] | Call, policy: TimingPolicy, *, batch
     deadline_min = start + policy.min_duration
     deadline_max = start + policy.max_duration
     min_iters = policy.min_iters
+    resumed: list[tuple[int, float]] = []  # (iteration, clock) where timing resumed after ``between``
     while True:
         loop(chunk)
         t = ends[-1]
         if t >= deadline_min and (len(ends) >= min_iters or t >= deadline_max):
             break
+        if between is not None:
+            new = between(t)
+            if new is not None:  # it ran something: the step it returns is timed from now on
+                loop = _chunk_runner(new, ends.append, clock)
+                resumed.append((len(ends), clock()))
     capped = len(ends) < min_iters
     times = np.asarray(ends)
     latencies = np.diff(np.concatenate([[start], times]))
+    for i, t in resumed:
+        latencies[i] = times[i] - t
     return Measurement(latencies, times, (start, float(times[-1])), batch, policy, warm_iters, warm_s, capped)
 
 

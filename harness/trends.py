@@ -15,7 +15,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from .history import History, HistoryError, machine_of
-from .rows import AccuracyRow, AnyRow, PerfRow, StationRow
+from .rows import AccuracyRow, AnyRow, PerfRow, SelfCheckRow, ServerRow, StationRow
 from .steps import Change, Segment, detect_changes
 
 
@@ -125,7 +125,7 @@ def show_text(h: History, case: str, opts: Options = Options(), only: str | None
             out += [tabulate(table, headers=["run", "value", "level", ""], tablefmt="github", disable_numparse=True),
                     ""]
         statuses = [f"{run}: {st}" for m in h.machines(type_, cid) for run, st in h.statuses(type_, cid, m)
-                    if st not in ("pass", "unbudgeted")]
+                    if st not in ("pass", "unbudgeted", "fixed", "passes")]  # the last two: a doctor row's good ends
         if statuses:
             out.append("runs not passing: " + "; ".join(statuses[-10:]))
     return "\n".join(out).rstrip()
@@ -138,7 +138,7 @@ def primary(row: AnyRow) -> str | None:
         return "throughput"
     if isinstance(row, StationRow):
         return "fps"
-    if isinstance(row, AccuracyRow):
+    if isinstance(row, (AccuracyRow, SelfCheckRow, ServerRow)):
         names = [n.name for n in row.numbers()]
         return names[0] if names else None
     return None

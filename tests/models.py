@@ -244,3 +244,88 @@ def future_ir_version_model(path: Path, *, ir: int = 99) -> Path:
               [], ir=ir)
     onnx.save(m, str(path))  # the checker refuses an IR version newer than onnx's own: saved as is
     return path
+
+
+# ------------------------------------------------------------------------- the precision doctor's known answers
+
+
+def fp16_range_model(path: Path, *, seed: int = 12) -> Path:
+    """x [batch, 16] -> fc1 (MatMul) -> relu -> to_units (Div by 1e5, a unit conversion) -> fc2 -> y [batch, 8].
+    Every activation fits FP16 (the quotient is about 1e-3, a normal FP16 number); the divisor does not: FP16
+    holds at most 65504, so converted it is clamped and ``to_units`` is 1.53x too large. Kept in FP32 alone
+    (its input and output cast), it is right."""
+    rng = np.random.default_rng(seed)
+    inits = [_w(rng, "w1", (16, 32), 2.0), const("per_unit", 1e5), _w(rng, "w2", (32, 8), 1.0)]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+             helper.make_node("Relu", ["h"], ["hr"], name="relu"),
+             helper.make_node("Div", ["hr", "per_unit"], ["units"], name="to_units"),
+             helper.make_node("MatMul", ["units", "w2"], ["y"], name="fc2")]
+    return save(model(nodes, [vi("x", ["batch", 16])], [vi("y", ["batch", 8])], inits), path)
+
+
+def int8_outlier_model(path: Path, *, seed: int = 13) -> Path:
+    """x [batch, 16] -> fc1 -> relu1 -> widen (x [100, 1, 1, ...]: one outlier channel, as in large language
+    models' activations) -> fc2 -> relu2 -> fc3 -> bias (+10) -> y [batch, 8]. Per-tensor INT8 on fc2's input
+    spends its 255 levels on the outlier and rounds the other 31 channels to a level or two; fc2's weights read
+    the outlier channel with a small weight, so in FP32 nothing is wrong. The bias keeps the outputs' norms
+    alike, so that the output's own quantization costs every sample alike (and little)."""
+    rng = np.random.default_rng(seed)
+    w2 = rng.standard_normal((32, 32)) * 0.3
+    w2[0] *= 0.003
+    scale = np.ones(32)
+    scale[0] = 100.0
+    inits = [_w(rng, "w1", (16, 32), 0.5), const("w2", w2), const("s", scale), _w(rng, "w3", (32, 8), 0.3),
+             const("b", np.full(8, 10.0))]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"], name="fc1"),
+             helper.make_node("Relu", ["h1"], ["r1"], name="relu1"),
+             helper.make_node("Mul", ["r1", "s"], ["wide"], name="widen"),
+             helper.make_node("MatMul", ["wide", "w2"], ["h2"], name="fc2"),
+             helper.make_node("Relu", ["h2"], ["r2"], name="relu2"),
+             helper.make_node("MatMul", ["r2", "w3"], ["h3"], name="fc3"),
+             helper.make_node("Add", ["h3", "b"], ["y"], name="bias")]
+    return save(model(nodes, [vi("x", ["batch", 16])], [vi("y", ["batch", 8])], inits), path)
+
+
+def long_chain_model(path: Path, *, nodes: int = 400, channels: int = 16, size: int = 64) -> Path:
+    """x [batch, channels, size, size] through ``nodes`` elementwise nodes (Mul by 1.001, Add 0.001 in turn):
+    a many-node model whose every activation is ``channels * size * size`` floats per sample."""
+    inits = [const("k_mul", 1.001), const("k_add", 0.001)]
+    chain, prev = [], "x"
+    for i in range(nodes):
+        op, k = ("Mul", "k_mul") if i % 2 == 0 else ("Add", "k_add")
+        out = "y" if i == nodes - 1 else f"t{i}"
+        chain.append(helper.make_node(op, [prev, k], [out], name=f"n{i}"))
+        prev = out
+    shape = ["batch", channels, size, size]
+    return save(model(chain, [vi("x", shape)], [vi("y", shape)], inits), path)
+
+
+# ------------------------------------------------------------------------- 9: deployment conditions (issue 16)
+
+
+def batch_position_model(path: Path, *, shift: float = 0.5, seed: int = 12) -> Path:
+    """x [batch, 8] -> x @ w + shift * (the sample's position in the batch): a model whose output depends on
+    where a sample sits in its batch (what a kernel mixing a batch's rows does), identical for every sample at
+    batch size 1."""
+    rng = np.random.default_rng(seed)
+    nodes = [helper.make_node("Shape", ["x"], ["shape"], name="shape"),
+             helper.make_node("Gather", ["shape", "zero"], ["n"], axis=0, name="batch_size"),
+             helper.make_node("Range", ["start", "n", "step"], ["pos"], name="positions"),
+             helper.make_node("Cast", ["pos"], ["posf"], to=F32, name="pos_float"),
+             helper.make_node("Unsqueeze", ["posf", "axis1"], ["pos2"], name="pos_column"),
+             helper.make_node("Mul", ["pos2", "shift"], ["offset"], name="offset"),
+             helper.make_node("MatMul", ["x", "w"], ["h"], name="fc"),
+             helper.make_node("Add", ["h", "offset"], ["y"], name="add_position")]
+    inits = [_w(rng, "w", (8, 4), 0.5), const("zero", 0, np.int64), const("start", 0, np.int64),
+             const("step", 1, np.int64), const("axis1", [1], np.int64), const("shift", shift)]
+    return save(model(nodes, [vi("x", ["batch", 8])], [vi("y", ["batch", 4])], inits), path)
+
+
+def sequence_sum_model(path: Path, *, features: int = 4, seed: int = 13) -> Path:
+    """x [batch, seq, features] -> sum over the sequence -> fc -> y [batch, features]: the sum grows with the
+    sequence, so an INT8 recipe calibrated at the opt length clips it at a longer one (the max shape only)."""
+    rng = np.random.default_rng(seed)
+    nodes = [helper.make_node("ReduceSum", ["x", "axis1"], ["s"], keepdims=0, name="sum_over_sequence"),
+             helper.make_node("MatMul", ["s", "w"], ["y"], name="fc")]
+    inits = [_w(rng, "w", (features, features), 0.5), const("axis1", [1], np.int64)]
+    return save(model(nodes, [vi("x", ["batch", "seq", features])], [vi("y", ["batch", features])], inits), path)

@@ -17,6 +17,7 @@ known, and what to try.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 import tempfile
@@ -180,6 +181,8 @@ def quantize(model: onnx.ModelProto, out: Path, batches: Iterable[dict[str, np.n
         if not candidates:
             onnx.save(model, str(out))
             info.update(describe_qdq(model))
+            if excluded:
+                info["keep_fp32"]["reads_dequantized"] = {}
             info["no_op"] = info["warning"] = _nothing_quantized(model_name, op_types, inside, bool(excluded))
             return info
         calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -193,24 +196,29 @@ def quantize(model: onnx.ModelProto, out: Path, batches: Iterable[dict[str, np.n
         }
         if method == "percentile":
             extra["CalibPercentile"] = percentile
-        ranges = None
-        if method in ("entropy", "percentile"):
+        # the tensors' ranges depend on the model, the samples, the method and the op types, not on keep_fp32
+        # or the weights' options: kept for this process, so that recipe variants (the precision doctor's
+        # search) calibrate once. quantize_static computes and writes them when the file is missing.
+        ranges = calibration_ranges_path(src, feeds, op_types, method, percentile)
+        if method in ("entropy", "percentile") and not ranges.exists():
             # histograms streamed batch by batch (ONNX Runtime holds every batch of every tensor in memory);
             # entropy with TensorRT's 2048 bins (quantize_static's 128 leave its KL search one candidate)
-            from .calibration import ENTROPY_BINS, histogram_ranges
+            from .calibration import histogram_ranges
 
-            ranges = Path(tmp) / "ranges.json"
             with step("calibration", model_name, recipe_name), _quiet():
                 histogram_ranges(src, feeds, op_types, method, ranges, Path(tmp), percentile=percentile)
-            if method == "entropy":
-                info["entropy_bins"] = ENTROPY_BINS
+        if method == "entropy":
+            from .calibration import ENTROPY_BINS
+
+            info["entropy_bins"] = ENTROPY_BINS
+        # an ONNX Runtime whose quantize_static takes no calibration cache calibrates MinMax itself every time
+        cached = {"calibration_cache_path": str(ranges)} if ranges.exists() or _takes_cache(quantize_static) else {}
         with step("quantization", model_name, recipe_name), _quiet():
-            quantize_static(str(src), str(out), None if ranges else _Reader(iter(feeds)), quant_format=QuantFormat.QDQ,
+            quantize_static(str(src), str(out), _Reader(iter(feeds)), quant_format=QuantFormat.QDQ,
                             op_types_to_quantize=op_types or None, per_channel=per_channel,
                             reduce_range=reduce_range, nodes_to_exclude=excluded,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=calib, extra_options=extra,
-                            **({"calibration_cache_path": str(ranges)} if ranges else {}))
+                            calibrate_method=calib, extra_options=extra, **cached)
     with step("post-processing", model_name, recipe_name):
         quantized = onnx.load(str(out))
         folded = fold_scalar_quantized_constants(quantized)
@@ -223,9 +231,43 @@ def quantize(model: onnx.ModelProto, out: Path, batches: Iterable[dict[str, np.n
         if inside or folded:
             onnx.save(quantized, str(out))
     info.update(describe_qdq(quantized))
+    if excluded:
+        # what keep_fp32 does in ONNX Runtime's quantizer: weights and arithmetic stay FP32, but a tensor is
+        # quantized once for all its readers, so a kept node sharing an input with a quantized node reads it
+        # through the same Q/DQ pair
+        info["keep_fp32"]["reads_dequantized"] = reads_dequantized(quantized, excluded)
     if not info["nodes_quantized"]:
         info["no_op"] = info["warning"] = _nothing_quantized(model_name, op_types, inside, bool(excluded))
     return info
+
+
+_RANGES: list[Path] = []  # this process's folder of calibration ranges, made on first use
+
+
+def calibration_ranges_path(model: Path, batches: list[dict[str, np.ndarray]], op_types: list[str] | None,
+                            method: str, percentile: float) -> Path:
+    """Where this process keeps the calibration ranges of ``model`` (as it is quantized, after preprocessing)
+    on ``batches`` with ``method``: a file named by a hash of all of them, in a folder removed at exit."""
+    if not _RANGES:
+        import atexit
+        import shutil
+
+        _RANGES.append(Path(tempfile.mkdtemp(prefix="harness-calibration-")))
+        atexit.register(shutil.rmtree, _RANGES[0], True)
+    h = hashlib.sha256(model.read_bytes())
+    for feeds in batches:
+        for name in sorted(feeds):
+            arr = np.ascontiguousarray(feeds[name])
+            h.update(f"{name}:{arr.dtype}:{arr.shape}".encode())
+            h.update(arr.tobytes())
+    h.update(repr((method, sorted(op_types or []), percentile if method == "percentile" else None)).encode())
+    return _RANGES[0] / f"{h.hexdigest()}.json"
+
+
+def _takes_cache(quantize_static: Any) -> bool:
+    import inspect
+
+    return "calibration_cache_path" in inspect.signature(quantize_static).parameters
 
 
 def _excluded(work: onnx.ModelProto, source: onnx.ModelProto, patterns: list[str], preprocessed: bool) -> list[str]:
@@ -297,3 +339,14 @@ def describe_qdq(model: onnx.ModelProto) -> dict[str, Any]:
         "nodes_quantized": count_ops(quantized),
         "nodes_left_fp32": count_ops(others),
     }
+
+
+def reads_dequantized(model: onnx.ModelProto, nodes: list[str]) -> dict[str, list[str]]:
+    """Of the main graph's ``nodes`` (by name), those that read a DequantizeLinear's output, with those inputs.
+    For a node keep_fp32 excludes from quantization: an input that ONNX Runtime quantized for another reader
+    (it rewires every reader of a quantized tensor to the tensor's one Q/DQ pair), or a weight it shares with
+    a quantized node."""
+    dq = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    wanted = set(nodes)
+    return {node_label(n): [i for i in n.input if i in dq] for n in model.graph.node
+            if node_label(n) in wanted and any(i in dq for i in n.input)}

@@ -27,6 +27,7 @@ REGISTRY = """
 [models.mlp]
 path = "mlp.onnx"
 recipes = ["fp32", "fp16"]
+shapes = ["opt"]
 [models.mlp.inputs.x]
 range = [-1, 1]
 [models.mlp.evaluation]
@@ -108,12 +109,14 @@ def test_pytest_in_a_users_folder_runs_their_tests_and_the_gates_and_reports_the
     for case in ("test_accuracy[mlp-ort_cpu-fp32-dynamic]", "test_accuracy[mlp-ort_cpu-fp16-dynamic]"):
         assert f"models/registry.toml::{case} PASSED" in text
     assert "tests/test_theirs.py::test_their_own_code PASSED" in text
-    assert "3 passed" in text and "deselected" not in text  # perf and build cases are not even collected
+    for case in ("test_consistency[mlp-ort_cpu-fp32-dynamic]", "test_determinism[mlp-ort_cpu-fp16-dynamic]"):
+        assert f"models/registry.toml::{case} PASSED" in text  # the deployment conditions' gates too
+    assert "7 passed" in text and "deselected" not in text  # perf and build cases are not even collected
     report = project.path / "build" / "reports"
     assert f"report: {report / 'REPORT.md'}" in text
     rows = project.rows()
-    assert {(r["type"], r["recipe"], r["status"]) for r in rows} == {("accuracy", "fp32", "pass"),
-                                                                      ("accuracy", "fp16", "pass")}
+    assert {(r["type"], r["recipe"], r["status"]) for r in rows} == {
+        (t, recipe, "pass") for t in ("accuracy", "selfcheck") for recipe in ("fp32", "fp16")}
     assert "### mlp" in (report / "REPORT.md").read_text()
     assert list((project.path / "build" / "cache" / "engines" / "mlp" / "ort_cpu").iterdir())
 
@@ -123,7 +126,7 @@ def test_pytest_in_a_users_folder_runs_their_tests_and_the_gates_and_reports_the
     proc = project.run("-m", "build", "-q")
     assert proc.returncode == 0, out(proc)
     types = [r["type"] for r in project.rows()]
-    assert sorted(set(types)) == ["accuracy", "build", "perf"] and types.count("build") == 2
+    assert sorted(set(types)) == ["accuracy", "build", "perf", "selfcheck"] and types.count("build") == 2
 
 
 def test_harness_run_takes_the_registry_and_the_selections_from_the_users_folder(project):
@@ -131,8 +134,9 @@ def test_harness_run_takes_the_registry_and_the_selections_from_the_users_folder
     proc = project.run("run", "--accuracy-only", "--registry", "models/registry.toml", "--recipes", "fp32",
                        "--eval-size", "8", "--report-dir", str(other), module="harness")
     assert proc.returncode == 0, out(proc)
-    assert "1 passed" in proc.stdout and "test_their_own_code" not in proc.stdout  # the gates alone
-    (row,) = project.rows(other)
+    # the gates alone: accuracy, batch consistency and determinism
+    assert "3 passed" in proc.stdout and "test_their_own_code" not in proc.stdout
+    (row,) = [r for r in project.rows(other) if r["type"] == "accuracy"]
     assert (row["recipe"], row["samples"]) == ("fp32", 8)
     # the ini file's settings when none are given
     proc = project.run("run", "--perf-only", "--perf-modes", "serial", "--perf-batches", "1,16",
@@ -164,9 +168,10 @@ def test_each_path_option_works_in_both_forms_without_moving_the_rootdir(project
     assert proc.returncode == 0, text
     assert f"rootdir: {project.path}" in text and "configfile: pyproject.toml" in text
     assert ("is an option's value, not a test path" in text) == (form == "space")
-    assert "1 passed, 1 deselected" in text  # their unit test too: the ini file's testpaths were read
+    # the accuracy, consistency and determinism gates; their unit test too: the ini file's testpaths were read
+    assert "3 passed, 1 deselected" in text
     report = value if option == "--report-dir" else project.path / "build" / "reports"
-    (row,) = project.rows(report)
+    (row,) = [r for r in project.rows(report) if r["type"] == "accuracy"]
     assert row["id"] == ("other" if option == "--registry" else "mlp") + "-ort_cpu-fp32-dynamic"
     if option == "--engine-cache":
         assert list((outside / "engines" / "mlp" / "ort_cpu").iterdir())
@@ -205,6 +210,15 @@ BAD_INPUTS = {
                               "profiles' batch sizes: mlp dynamic 1-16"),
     "--perf-concurrency 0": (["-m", "perf", "--perf-concurrency", "0"], None, "--perf-concurrency: cannot use '0'"),
     "--backends foo": (["--backends", "foo"], None, "--backends: cannot use 'foo': foo is not one of auto, ort_cpu"),
+    "--perf-latency-bound": (["-m", "perf", "--perf-latency-bound", "p99<20ms"], None,
+                             "--perf-latency-bound: cannot use 'p99<20ms': give a percentile and a time, e.g. p99<=20ms"),
+    "--server-rates fast": (["-m", "perf", "--perf-modes", "server", "--server-rates", "90%,fast"], None,
+                            "--server-rates: cannot use 'fast': give requests per second (200) or a share of the "
+                            "measured capacity (90%)"),
+    "--shapes wide": (["--shapes", "opt,wide"], None,
+                      "--shapes: no selected profile has the shape(s) wide; give min, opt, max, extra"),
+    "extra shape": ([], lambda p: p.edit_registry('max = "x:16x8" }', 'max = "x:16x8", extra = { big = "x:64x8" } }'),
+                    "model 'mlp', field 'profiles.dynamic.extra.big': "),
     "ini value": ([], lambda p: (p.path / "pyproject.toml").write_text(PYPROJECT + 'harness_eval_size = "none"\n'),
                   "harness_eval_size in pyproject.toml: cannot use 'none': give a positive integer"),
     "unknown field": ([], lambda p: p.edit_registry("range = [-1, 1]", "range = [-1, 1]\nrnage = 2"),

@@ -224,3 +224,11 @@ def test_a_recipe_that_became_a_no_op_is_a_regression():
     assert (change.before, change.after, change.verdict) == ("pass", "no-op", "regression") and cmp.failed()
     back = compare_rows([acc("no-op", 0.0)], [acc("pass", 0.004)])
     assert [c.verdict for c in back.changes if c.what == "status"] == ["change"] and not back.failed()
+
+
+def test_a_doctor_row_the_candidate_lacks_is_not_a_missing_case():
+    # the doctor runs only on failed gates: tonight's gate passing leaves no diagnosis, and that is no lost case
+    doc = parse_row({"schema": 4, "type": "doctor", "model": "ranker", "backend": "ort_cpu", "recipe": "int8",
+                     "profile": "dynamic", "status": "fixed", "keep_fp32": ["a"]}, "test")
+    cmp = compare_rows([acc("fail", 0.02), doc], [acc("pass", 0.004)])
+    assert not cmp.missing and not cmp.failed() and cmp.count("improvement") >= 1

@@ -135,3 +135,18 @@ def test_the_report_shows_trends_and_change_points_from_the_history(db, tmp_path
     assert "![ranker trends](plots/ranker-trends.png)" in section
     assert (report / "plots" / "ranker-trends.png").stat().st_size > 1000
     assert json.loads(json.dumps(text))  # plain text, nothing unprintable
+
+
+def test_doctor_rows_in_the_history_fixed_is_a_good_end(tmp_path, capsys):
+    from harness.rows import DoctorRow
+
+    path = tmp_path / "h.sqlite"
+    with History(path, create=True) as h:
+        for night, (status, keep) in enumerate([("fixed", ["a", "b"]), ("fixed", ["a"]), ("no fix", [])]):
+            h.append([DoctorRow(id="m-ort_cpu-int8-p", model="m", backend="ort_cpu", recipe="int8", profile="p",
+                                status=status, keep_fp32=keep, run_id=run_id(night),
+                                time=f"2025-01-{night + 1:02d}T02:00:00+0000", env={"cpu": "EPYC 7B13"})])
+    assert main(["history", "show", "m-ort_cpu-int8-p", "--db", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "doctor m-ort_cpu-int8-p · keep_fp32 (lower is better) on EPYC 7B13" in out
+    assert f"runs not passing: {run_id(2)}: no fix" in out and f"{run_id(0)}: fixed" not in out

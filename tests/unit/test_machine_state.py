@@ -19,7 +19,10 @@ class FakeNvml:
 
     NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 1, 2, 0
 
+    last: FakeNvml | None = None  # the newest one, whose script watch() waits for
+
     def __init__(self, readings, processes=(), *, old_names=False, gpus=1, others_util=40):
+        FakeNvml.last = self
         self.readings = list(readings)
         self.sampled = 0
         procs = [types.SimpleNamespace(pid=pid, usedGpuMemory=mb * 2**20) for pid, mb in processes]
@@ -77,8 +80,14 @@ IDLE = {**COOL, "reasons": 0x1}
 
 
 def watch(monitor: ResourceMonitor, seconds: float = 0.05) -> ResourceMonitor:
+    """Run the monitor for ``seconds`` and, on a loaded machine, on until a fake GPU's whole script was read."""
+    fake = FakeNvml.last
+    FakeNvml.last = None
     with monitor:
         time.sleep(seconds)
+        deadline = time.monotonic() + 10.0
+        while fake is not None and fake.sampled < len(fake.readings) and time.monotonic() < deadline:
+            time.sleep(0.01)
     return monitor
 
 

@@ -42,7 +42,7 @@ def test_fields_this_version_does_not_declare_are_kept_and_written_back():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"type": "timing"}, "'type' must be one of accuracy, perf, build, station, got 'timing'"),
+    ({"type": "timing"}, "'type' must be one of accuracy, perf, build, station, doctor, selfcheck, server, got 'timing'"),
     ({"model": None}, "accuracy row field 'model' must be a string, got None"),
     ({"batch": "1"}, "accuracy row field 'batch' must be an integer or null, got '1'"),
     ({"status": 3}, "accuracy row field 'status' must be a string, got 3"),
@@ -64,7 +64,7 @@ def test_a_perf_row_needs_its_key_fields():
                      "batch": 4, "throughput": 10, "latency_ms": {"p50": 1.5, "p99": 3.0}, "status": "unstable",
                      "stable": False}, "f:2")
     assert isinstance(row, PerfRow) and row.concurrency == 1 and row.resident and row.throughput == 10
-    # a row without a sync (the CPU's, or written before schema 4) is the default case, spin
+    # a row without a sync (the CPU's, or written before schema 5) is the default case, spin
     assert row.case_key() == ("perf", "m", "b", "r", "p", "serial", "4", "1", "True", "False", "spin")
     assert parse_row({**row.to_dict(), "sync": "spin"}, "f:3").case_key() == row.case_key()
     assert parse_row({**row.to_dict(), "sync": "block"}, "f:4").case_key() != row.case_key()
@@ -92,7 +92,7 @@ def test_a_version_2_row_gets_its_device_from_its_environment():
     cpu = parse_row({**V2_GPU, "backend": "ort_cpu"}, "r")
     assert cpu.device == {"host": "node1", "kind": "cpu", "name": "Xeon"}
     again = parse_row(json.loads(json.dumps(gpu.to_dict())), "again")
-    assert again.device == gpu.device and gpu.to_dict()["schema"] == SCHEMA_VERSION == 4
+    assert again.device == gpu.device and gpu.to_dict()["schema"] == SCHEMA_VERSION == 5
 
 
 def test_a_version_3_gpu_perf_row_is_the_spin_case_of_its_device_and_unflagged():
@@ -102,10 +102,10 @@ def test_a_version_3_gpu_perf_row_is_the_spin_case_of_its_device_and_unflagged()
           "device": {"host": "node1", "kind": "gpu", "name": "NVIDIA H100", "index": 0, "uuid": "GPU-aaaa"}}
     old = parse_row(v3, "r")
     assert isinstance(old, PerfRow) and old.sync is None and old.state == {} and old.quotable
-    new = parse_row({**v3, "schema": 4, "sync": "spin", "state": {"host_cpus": 16}}, "r")
+    new = parse_row({**v3, "schema": 5, "sync": "spin", "state": {"host_cpus": 16}}, "r")
     # the row written before sync existed and today's spin row are one case on one device: the newer replaces it
     assert old.key() == new.key() and old.case_key()[-1] == "spin"
-    block = parse_row({**v3, "schema": 4, "id": v3["id"] + "-block", "sync": "block"}, "r")
+    block = parse_row({**v3, "schema": 5, "id": v3["id"] + "-block", "sync": "block"}, "r")
     assert block.key() != new.key() and block.device == new.device
     assert old.to_dict()["schema"] == SCHEMA_VERSION and "sync" not in old.to_dict()
 
@@ -121,3 +121,18 @@ def test_the_same_case_on_two_gpus_or_two_hosts_has_two_keys_and_one_case_key():
     assert rows[1].key()[-1] == "node1|gpu|1|NVIDIA H200|GPU-bbbb"
     # a CPU backend's row names the host's CPU, whichever GPU its process was pinned to
     assert device_of(env, on_gpu=False) == {"host": "node1", "kind": "cpu", "name": "Xeon"}
+
+
+def test_a_doctor_row_is_keyed_by_its_case_and_device_and_a_schema_3_row_reads_unchanged():
+    from harness.rows import DoctorRow
+
+    v3 = {**V2_GPU, "schema": 3, "device": {"host": "node1", "kind": "gpu", "name": "NVIDIA H200", "index": 1}}
+    assert parse_row(v3, "r").to_dict() == {**parse_row(v3, "r").to_dict(), **v3, "schema": SCHEMA_VERSION}
+    doc = DoctorRow(id="ocr_rec-ort_cpu-int8-minmax-dynamic", model="ocr_rec", backend="ort_cpu",
+                    recipe="int8-minmax", profile="dynamic", status="fixed", keep_fp32=["a", "b"],
+                    device={"host": "h", "kind": "cpu", "name": "EPYC"},
+                    price={"throughput": {"fixed": 24.0, "failing": 32.0, "fp32": 46.0}})
+    out = json.loads(json.dumps(doc.to_dict()))
+    assert out["schema"] == SCHEMA_VERSION and parse_row(out, "r") == doc
+    assert doc.key() == ("doctor", "ocr_rec", "ort_cpu", "int8-minmax", "dynamic", "h|cpu||EPYC|")
+    assert dict(junit_properties(doc)) == {"status": "fixed", "keep_fp32": "2", "price": "0.75"}

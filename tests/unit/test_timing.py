@@ -236,3 +236,28 @@ def test_a_mode_the_runner_cannot_do_stays_a_skip():
 
     with pytest.raises(ModeUnsupported, match="NoAsync has no asynchronous execution"):
         MultiStream().measure([NoAsync(0.001), NoAsync(0.001)], SLOW, batch=1)
+
+
+def test_work_between_chunks_is_left_out_of_the_next_iteration_and_can_replace_the_step():
+    # a load check restages the runner between chunks (harness.load_check): 5 ms of work there must not count
+    # as the next iteration's latency, and the step it hands back is the one timed from then on
+    w = FakeWorkload(steady(0.001))
+    other = FakeWorkload(steady(0.002))
+    done = []
+
+    def between(t):
+        if done:
+            return None
+        done.append(t)
+        w.now += 0.005  # the restaging
+        other.now = w.now
+
+        def step():  # the new step advances the same clock by 2 ms
+            w.now += 0.002
+        return step, ()
+
+    m = run_serial(w.step, TimingPolicy(warmup=0.0, min_duration=0.2, min_iters=10), batch=1, clock=w.clock,
+                   between=between)
+    assert len(done) == 1
+    assert set(np.round(m.latencies * 1e3, 6)) == {1.0, 2.0}  # never 7 ms: the 5 ms between are nobody's
+    assert m.latencies.max() == pytest.approx(0.002)
