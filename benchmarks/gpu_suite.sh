@@ -9,11 +9,12 @@
 #   stations  the bundled stations in every mode (serial, multistream, threadpool, merged) at batches
 #             STATION_BATCHES (1,4,8,16,32; each station where its models' profiles admit them)
 #   sync      the classifier's serial and multistream rows with the host spinning and blocking (--perf-sync)
-#   overhead  benchmarks/overhead.py: the row path against a user's loop, each model at batch 1, opt and max
-#             (about 4 min)
-#   diagnose  the same on the classifier with the harness's bare loop and the row without sampling beside it
+#   overhead  benchmarks/overhead.py: the row path against a user's loop, each model at batch 1, opt and max,
+#             6 interleaved repetitions (a fresh session per side and repetition: minutes; MODELS splits it)
+#   diagnose  the same on the classifier with the harness's bare loop, the row without sampling and the user's
+#             loop twice (A/A: the machine's own noise) beside it
 #   setup     benchmarks/ort_setup.py: every ONNX Runtime session setup, timed and accuracy-checked; names the
-#             fastest correct one (about 4 min per model: MODELS=classifier by default)
+#             fastest correct one (MODELS=classifier by default: batches 1, 8 and 32, the issue's table)
 #   latency   open-loop serving: for LATENCY_MODELS (classifier,ranker) in LATENCY_RECIPES (fp16), every batch
 #             of LATENCY_BATCHES (1,8,32) and N of LATENCY_CONCURRENCY (1,2,4), the highest Poisson rate that
 #             keeps LATENCY_BOUND (p99<=5ms), searched from the closed-loop capacity (BACKEND; the step runs
@@ -50,11 +51,12 @@ for step in $steps; do
                 $stations -rs >>"$log" 2>&1 ;;
     sync) python -m pytest tests/gates/test_perf.py -q -p no:cacheprovider --backends "$backend" \
             --report-dir "$report" --models classifier --perf-recipes fp32 -m perf --perf-duration "$duration" \
-            --perf-modes serial,multistream --perf-concurrency 2 --perf-batches 1,8,32 --perf-sync spin,block -rs \
+            --perf-profiles dynamic --perf-modes serial,multistream --perf-concurrency 2 --perf-batches 1,8,32 \
+            --perf-sync spin,block -rs \
             >>"$log" 2>&1 ;;
-    overhead) python benchmarks/overhead.py --backend "$backend" ${MODELS:+--models $MODELS} --reps 5 --seconds 1.0 \
+    overhead) python benchmarks/overhead.py --backend "$backend" ${MODELS:+--models $MODELS} --reps 6 --seconds 1.0 \
                 --out "$report/overhead" >"$log" 2>&1 ;;
-    diagnose) python benchmarks/overhead.py --backend "$backend" --models "${MODELS:-classifier}" --reps 5 \
+    diagnose) python benchmarks/overhead.py --backend "$backend" --models "${MODELS:-classifier}" --reps 6 \
                 --seconds 1.0 --diagnose --out "$report/diagnose" >"$log" 2>&1 ;;
     setup) python benchmarks/ort_setup.py --backend "$backend" --models "${MODELS:-classifier}" --reps 3 \
              --seconds 1.0 --out "$report/setup" >"$log" 2>&1 ;;

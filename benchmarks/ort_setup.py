@@ -59,7 +59,7 @@ def main() -> int:
     if unknown:
         print(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(every)}")
         return 2
-    report = args.out / "rows" if args.out else temp_report_dir("ort-setup-")
+    report = args.out if args.out else temp_report_dir("ort-setup-")
     sessions = {n: session(args.backend, seconds=args.seconds, min_iters=args.min_iters, report_dir=report,
                            cache_dir=args.cache, ort_setup=every[n].describe(gpu=gpu)) for n in names}
     first = sessions[names[0]]

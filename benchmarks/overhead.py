@@ -13,9 +13,11 @@ around the loop). Every configuration (model x batch 1, opt, max of its dynamic 
 every repetition, the side that goes first alternating. Printed for each: the ratio of the two sides'
 medians, and the median of the per-repetition ratios (each pair measured within a second or two of each
 other, so that a load that comes and goes on a shared machine cancels out of it: the verdict) with a
-distribution-free 95 % confidence interval; the worst last. ``--diagnose`` adds two more sides that say where a gap comes from: the bare loop on the
-harness's own runner (its engine and session setup, no mode, no monitor) and the row path with the monitor
-idle (no samples but the first and the last). Exit status 1 when the worst ratio is below ``--target``.
+distribution-free 95 % confidence interval; the worst last. ``--diagnose`` adds three more sides that say
+where a gap comes from: the bare loop on the harness's own runner (its engine and session setup, no mode, no
+monitor), the row path with the monitor idle (no samples but the first and the last), and the user's loop a
+second time, whose paired ratio to the first (an A/A comparison: the same code twice) shows how far the
+machine's noise alone moves a ratio. Exit status 1 when the worst ratio is below ``--target``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from benchmarks.loops import (  # noqa: E402
     temp_report_dir,
 )
 from harness.backends import RunnerOptions, get_backend  # noqa: E402
+from harness.environment import this_gpu_index  # noqa: E402
 from harness.recipes import apply_recipe  # noqa: E402
 from harness.resources import ResourceMonitor  # noqa: E402
 from harness.session import HarnessSession  # noqa: E402
@@ -69,6 +72,11 @@ def harness_bare(hs: HarnessSession, backend_name: str, c: Config, seconds: floa
         return iters * c.batch / (time.perf_counter() - t0)
 
 
+def _paired(a: list[float], b: list[float]) -> str:
+    lo, med, hi = median_ci([x / y for x, y in zip(a, b)])
+    return f"{med:.3f} ({lo:.3f}-{hi:.3f})"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backend", default="ort_cpu")
@@ -78,7 +86,8 @@ def main() -> int:
     ap.add_argument("--min-iters", type=int, default=20)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--sync", default="spin", choices=("spin", "block"), help="GPU: how the row's host waits")
-    ap.add_argument("--diagnose", action="store_true", help="also the harness's bare loop and the row without sampling")
+    ap.add_argument("--diagnose", action="store_true",
+                    help="also the harness's bare loop, the row without sampling, and the user's loop again (A/A)")
     ap.add_argument("--cache", type=Path, help="engine cache (default: the project's)")
     ap.add_argument("--out", type=Path, help="write overhead.json (every repetition) there")
     ap.add_argument("--target", type=float, default=0.97)
@@ -88,7 +97,7 @@ def main() -> int:
     if reason:
         print(f"{args.backend}: {reason}")
         return 2
-    report = args.out / "rows" if args.out else temp_report_dir("overhead-")
+    report = args.out if args.out else temp_report_dir("overhead-")
     hs = session(args.backend, seconds=args.seconds, min_iters=args.min_iters, report_dir=report, cache_dir=args.cache)
     cfgs, skipped = configs(hs, args.models.split(","), args.batches.split(","))
     for s in skipped:
@@ -96,7 +105,7 @@ def main() -> int:
     before = machine()
     print(f"machine: {before['cpu']}, {before['cores']} cores, {' '.join(before['cpu_features'])}; "
           f"load average {before['load_avg']}")
-    sides = ["row", "user"] + (["harness bare", "row, monitor idle"] if args.diagnose else [])
+    sides = ["row", "user"] + (["harness bare", "row, monitor idle", "user again"] if args.diagnose else [])
     data = {c: {s: Series() for s in sides} for c in cfgs}
     other_load: dict[Config, list[float]] = {c: [] for c in cfgs}
     users = {c: UserLoop(args.backend, hs.model(c.model), c.batch) for c in cfgs}
@@ -110,12 +119,12 @@ def main() -> int:
                     load = row.state.get("host_other_load_per_cpu")
                     if load is not None:
                         other_load[c].append(load)
-                elif side == "user":
+                elif side in ("user", "user again"):
                     rate = users[c].measure(args.seconds, args.min_iters)
                 elif side == "harness bare":
                     rate = harness_bare(hs, args.backend, c, args.seconds, args.min_iters)
                 else:
-                    idle = ResourceMonitor(interval=3600.0, gpu_index=0 if backend.on_gpu else None)
+                    idle = ResourceMonitor(interval=3600.0, gpu_index=this_gpu_index() if backend.on_gpu else None)
                     rate = row_path(hs, args.backend, c, sync=args.sync, monitor=idle).throughput or 0.0
                 data[c][side].rates.append(rate)
             d = data[c]
@@ -130,10 +139,10 @@ def main() -> int:
         lo, paired, hi = median_ci([h / u for h, u in zip(d["row"].rates, d["user"].rates)])
         ratio = d["row"].median / d["user"].median
         extra = ""
-        if args.diagnose:
-            extra = (f"  harness bare / user {d['harness bare'].median / d['user'].median:.3f}"
-                     f"  row / harness bare {d['row'].median / d['harness bare'].median:.3f}"
-                     f"  row, monitor idle / row {d['row, monitor idle'].median / d['row'].median:.3f}")
+        if args.diagnose:  # each a median of paired ratios, as the verdict is
+            extra = "".join(f"  {a} / {b} {_paired(d[a].rates, d[b].rates)}" for a, b in (
+                ("harness bare", "user"), ("row", "harness bare"), ("row, monitor idle", "row"),
+                ("user again", "user")))
         loads = sorted(other_load[c])
         load = loads[len(loads) // 2] if loads else None
         reps = " ".join(f"{h / u:.2f}" for h, u in zip(d["row"].rates, d["user"].rates))

@@ -11,10 +11,10 @@ Each mode is a small class over the Runner interface (``Mode.measure(runners, po
 Parameters: batch size, N, inputs resident on the device or copied in every iteration, CUDA graphs on or
 off where the backend has them, and on a GPU how the host waits for it (``sync``: spin or block). On the
 CPU the cores are split between runners (N x threads <= cores, and at least 2 threads for a session serving
-``run_async``; serial mode keeps ONNX Runtime's default pool); the split is recorded in every row. A mode the backend cannot do raises ModeUnsupported and
-the test is skipped with the reason. A runner that raises anything else stops its mode at once, in warm-up
-as in measurement, with :class:`RunnerFailed` naming the mode, the runner and the phase ("threadpool runner
-2 of 4 failed during warm-up: ...").
+``run_async``; serial mode keeps ONNX Runtime's default pool); the split is recorded in every row. A mode the
+backend cannot do raises ModeUnsupported and the test is skipped with the reason. A runner that raises
+anything else stops its mode at once, in warm-up as in measurement, with :class:`RunnerFailed` naming the
+mode, the runner and the phase ("threadpool runner 2 of 4 failed during warm-up: ...").
 
 The timed loops carry nothing but the backend's call and the clock: no timing events (GPU device times and
 trtexec's H2D / compute / D2H / enqueue breakdown come from a pass of their own on the first runner after

@@ -92,15 +92,15 @@ def breakdown_table(rows: list[PerfRow], names: dict[str, str] | None = None) ->
     for r in sorted((r for r in rows if r.breakdown_ms), key=_order):
         b = r.breakdown_ms or {}
         part = {k: (b.get(k) or {}).get("p50") for k in ("h2d", "compute", "d2h", "enqueue", "latency")}
-        table.append([*_device(r, names), r.backend, r.recipe, r.profile, _mode(r), r.batch, r.concurrency if r.mode != "serial" else 1,
-                      _rate(r.throughput), _rate(r.throughput_compute), _rate(r.throughput_transfers),
+        table.append([*_device(r, names), r.backend, r.recipe, r.profile, _mode(r), r.batch,
+                      r.concurrency if r.mode != "serial" else 1, _rate(r.throughput), _rate(r.throughput_compute), _rate(r.throughput_transfers),
                       short(part["h2d"]), short(part["compute"]), short(part["d2h"]), short(part["latency"]),
                       short(part["enqueue"]), "yes" if r.transfers_included else "no"])
     if not table:
         return ""
     return tabulate(table, headers=[*(["device"] if names else []), "backend", "recipe", "profile", "mode",
-                                    "batch", "N", "samples/s", "compute only", "with transfers", "H2D ms", "compute ms", "D2H ms",
-                                    "latency ms", "enqueue ms", "copies timed"],
+                                    "batch", "N", "samples/s", "compute only", "with transfers", "H2D ms",
+                                    "compute ms", "D2H ms", "latency ms", "enqueue ms", "copies timed"],
                     tablefmt="github", disable_numparse=True)
 
 
@@ -113,8 +113,9 @@ def gpu_state_table(rows: list[PerfRow], names: dict[str, str] | None = None) ->
         others = st.get("gpu_other_processes") or []
         power = (f"{st['gpu_power_w']:.0f}" if st.get("gpu_power_w") is not None else "–") + \
             (f" / {st['gpu_power_limit_w']:.0f}" if st.get("gpu_power_limit_w") else "")
+        sm = f"{short(st.get('gpu_sm_mhz'), 4)} (min {short(st.get('gpu_sm_mhz_min'), 4)})"
         table.append([*_device(r, names), r.backend, r.recipe, _mode(r), r.batch,
-                      r.concurrency if r.mode != "serial" else 1, f"{short(st.get('gpu_sm_mhz'), 4)} (min {short(st.get('gpu_sm_mhz_min'), 4)})",
+                      r.concurrency if r.mode != "serial" else 1, sm,
                       short(st.get("gpu_mem_mhz"), 4), power, short(st.get("gpu_temp_c_max"), 3), reasons,
                       len(others), _state(r)])
     if not table:

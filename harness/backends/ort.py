@@ -185,8 +185,9 @@ class OrtCpuBackend(OrtBackend):
     def runner_threads(self, mode: str, runners: int) -> int | None:
         """Split the cores: N runners x threads <= cores; a session serving run_async needs a pool of >= 2.
         Serial mode leaves the pool to ONNX Runtime (None): its default, one thread per physical core, each
-        pinned to its core, is what a user's session gets and was 5 % faster than the same number of
-        unpinned threads set explicitly on a batch-32 classifier (benchmarks/overhead.py, README)."""
+        pinned to its core, is what a user's session gets, which is what benchmarks/overhead.py compares a row
+        with (on the 2-core development machine as fast as the same number of threads set explicitly:
+        README, "Measured")."""
         cores = cpu_count()
         if mode == "serial":
             return None
@@ -207,8 +208,8 @@ class OrtCpuRunner(Runner):
         if options.cuda_graph:
             raise ModeUnsupported("CUDA graphs need a GPU backend; ort_cpu has none")
         if options.sync != "spin":
-            raise ModeUnsupported(f"--perf-sync {options.sync}: ort_cpu computes on the calling thread, which never waits "
-                                  "for a device")
+            raise ModeUnsupported(f"--perf-sync {options.sync}: ort_cpu computes on the calling thread, which never "
+                                  "waits for a device")
         self.options = options
         try:
             self.session = backend.session(engine.path, overrides=engine.overrides, options=options,

@@ -95,6 +95,21 @@ def test_a_version_2_row_gets_its_device_from_its_environment():
     assert again.device == gpu.device and gpu.to_dict()["schema"] == SCHEMA_VERSION == 5
 
 
+def test_a_version_3_gpu_perf_row_is_the_spin_case_of_its_device_and_unflagged():
+    v3 = {"schema": 3, "type": "perf", "id": "classifier-ort_cuda-fp32-dynamic-serial-b8", "model": "classifier",
+          "backend": "ort_cuda", "recipe": "fp32", "profile": "dynamic", "mode": "serial", "batch": 8,
+          "throughput": 2.3e4, "status": "pass", "stable": True,
+          "device": {"host": "node1", "kind": "gpu", "name": "NVIDIA H100", "index": 0, "uuid": "GPU-aaaa"}}
+    old = parse_row(v3, "r")
+    assert isinstance(old, PerfRow) and old.sync is None and old.state == {} and old.quotable
+    new = parse_row({**v3, "schema": 5, "sync": "spin", "state": {"host_cpus": 16}}, "r")
+    # the row written before sync existed and today's spin row are one case on one device: the newer replaces it
+    assert old.key() == new.key() and old.case_key()[-1] == "spin"
+    block = parse_row({**v3, "schema": 5, "id": v3["id"] + "-block", "sync": "block"}, "r")
+    assert block.key() != new.key() and block.device == new.device
+    assert old.to_dict()["schema"] == SCHEMA_VERSION and "sync" not in old.to_dict()
+
+
 def test_the_same_case_on_two_gpus_or_two_hosts_has_two_keys_and_one_case_key():
     from harness.device_id import device_class, device_of
 
