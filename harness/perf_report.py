@@ -93,7 +93,8 @@ def breakdown_table(rows: list[PerfRow], names: dict[str, str] | None = None) ->
         b = r.breakdown_ms or {}
         part = {k: (b.get(k) or {}).get("p50") for k in ("h2d", "compute", "d2h", "enqueue", "latency")}
         table.append([*_device(r, names), r.backend, r.recipe, r.profile, _mode(r), r.batch,
-                      r.concurrency if r.mode != "serial" else 1, _rate(r.throughput), _rate(r.throughput_compute), _rate(r.throughput_transfers),
+                      r.concurrency if r.mode != "serial" else 1, _rate(r.throughput), _rate(r.throughput_compute),
+                      _rate(r.throughput_transfers),
                       short(part["h2d"]), short(part["compute"]), short(part["d2h"]), short(part["latency"]),
                       short(part["enqueue"]), "yes" if r.transfers_included else "no"])
     if not table:
