@@ -61,6 +61,8 @@ def selfcheck_cases(hs: HarnessSession, check: str) -> Iterator[SelfCheckCase]:
             recipes = [r for r in recipes if r in hs.registry.perf_recipes]
         for backend in hs.backends():
             for recipe in recipes:
+                if not hs.runs_recipe(backend, recipe):
+                    continue
                 for profile in hs.model_profiles(spec, hs.settings.profiles):
                     yield SelfCheckCase(spec.name, backend, recipe, profile, check)
 

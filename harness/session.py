@@ -194,6 +194,12 @@ class HarnessSession:
             self.recipe(n)
         return names
 
+    def runs_recipe(self, backend: str, recipe: str) -> bool:
+        """Whether to generate cases of ``recipe`` on ``backend``: with ``auto`` backends, not where the backend
+        has no kernels for the recipe's kind (``left_out`` says so once); a backend the user named gets its
+        cases, each skipped with the reason."""
+        return not self.auto_backends or get_backend(backend).unsupported_recipe(self.recipe(recipe).kind) is None
+
     def model_profiles(self, spec: ModelSpec, wanted: list[str] | None = None) -> list[str]:
         names = list(spec.profiles)
         return [n for n in names if n in wanted] if wanted else names
@@ -230,6 +236,14 @@ class HarnessSession:
         for spec in self.models():
             if spec.unavailable:
                 lines.append(f"model {spec.name}: no cases: {spec.unavailable}")
+        if self.auto_backends:
+            kinds = sorted({self.recipe(r).kind for spec in self.models() if not spec.unavailable
+                            for r in self.model_recipes(spec, self.settings.recipes)})
+            for backend in self.backends():
+                for kind in kinds:
+                    reason = get_backend(backend).unsupported_recipe(kind)
+                    if reason:
+                        lines.append(f"{kind} recipes on {backend}: no cases: {reason}")
         return lines
 
     def accuracy_cases(self, *, build_only: bool = False) -> Iterator[AccuracyCase]:
@@ -240,6 +254,8 @@ class HarnessSession:
         for spec in self.models():
             for backend in self.backends(build_only=build_only):
                 for recipe in self.model_recipes(spec, self.settings.recipes):
+                    if not build_only and not self.runs_recipe(backend, recipe):
+                        continue
                     for profile in self.model_profiles(spec, self.settings.profiles):
                         points = ["opt"] if build_only or spec.unavailable else \
                             shape_points(spec.profiles[profile], self.settings.shapes or spec.shapes)

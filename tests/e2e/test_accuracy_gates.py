@@ -145,3 +145,12 @@ def test_what_the_run_left_out_is_named_once_per_backend_and_model(project, tmp_
     for name in BACKENDS:
         reason = get_backend(name).unavailable()
         assert (f"not run here: backend {name}:" in out) == (reason is not None), name
+    # a recipe the backend has no kernels for generates no cases either: one line, no skip per case
+    result = project.run("-m", "accuracy", "--recipes=fp32,bf16", registry=registry)
+    result.assert_outcomes(passed=1)
+    assert result.stdout.str().count("not run here: bf16 recipes on ort_cpu: no cases: ONNX Runtime's CPU provider "
+                                     "has no bfloat16 kernels") == 1
+    # a backend the user names gets every case, the ones it cannot run skipped with the reason
+    named = project.run("-m", "accuracy", "--recipes=fp32,bf16", "--backends=ort_cpu", "-rs", registry=registry)
+    named.assert_outcomes(passed=1, skipped=1)
+    assert "ort_cpu cannot run bf16" in named.stdout.str()
