@@ -78,12 +78,7 @@ def perf_cases(hs: HarnessSession) -> Iterator[PerfCase]:
     if unknown:
         raise HarnessError(f"--perf-modes names unknown mode(s) {', '.join(unknown)}; known: {', '.join(MODES)}")
     for spec in hs.models():
-        if ps.recipes:  # --perf-recipes: exactly these
-            recipes = hs.model_recipes(spec, ps.recipes)
-        else:  # the model's recipes (or --recipes), those the registry's perf_recipes name
-            recipes = hs.model_recipes(spec, hs.settings.recipes)
-            if hs.registry.perf_recipes:
-                recipes = [r for r in recipes if r in hs.registry.perf_recipes]
+        recipes = hs.perf_recipes(spec)
         for backend in hs.backends():
             for recipe in recipes:
                 for pname in hs.model_profiles(spec, ps.profiles or hs.settings.profiles):

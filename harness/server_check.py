@@ -99,12 +99,7 @@ def server_cases(hs: HarnessSession) -> Iterator[ServerCase]:
     for rate in ps.server_rates:
         parse_rate(rate)
     for spec in hs.models():
-        if ps.recipes:
-            recipes = hs.model_recipes(spec, ps.recipes)
-        else:
-            recipes = hs.model_recipes(spec, hs.settings.recipes)
-            if hs.registry.perf_recipes:
-                recipes = [r for r in recipes if r in hs.registry.perf_recipes]
+        recipes = hs.perf_recipes(spec)
         for backend in hs.backends():
             for recipe in recipes:
                 for pname in hs.model_profiles(spec, ps.profiles or hs.settings.profiles):

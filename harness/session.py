@@ -194,6 +194,17 @@ class HarnessSession:
             self.recipe(n)
         return names
 
+    def perf_recipes(self, spec: ModelSpec) -> list[str]:
+        """The recipes perf cases time: ``--perf-recipes`` exactly, else the model's recipes (or ``--recipes``)
+        that the registry's ``perf_recipes`` name."""
+        ps = self.settings.perf
+        if ps.recipes:
+            return self.model_recipes(spec, ps.recipes)
+        recipes = self.model_recipes(spec, self.settings.recipes)
+        if self.registry.perf_recipes:
+            recipes = [r for r in recipes if r in self.registry.perf_recipes]
+        return recipes
+
     def runs_recipe(self, backend: str, recipe: str) -> bool:
         """Whether to generate cases of ``recipe`` on ``backend``: with ``auto`` backends, not where the backend
         has no kernels for the recipe's kind (``left_out`` says so once); a backend the user named gets its
