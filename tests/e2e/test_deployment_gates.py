@@ -98,24 +98,29 @@ QUICK = ("--models=ranker", "--perf-recipes=fp32", "--profiles=dynamic", "--perf
 def test_server_mode_queues_past_capacity_and_the_search_finds_a_rate_within_the_bound(deployment_project):
     project = deployment_project
     registry = ROOT / "fixtures" / "models.toml"
+    # far below and far past the closed-loop capacity: a loaded CI machine measures that capacity within a factor
+    # of two or so, and the verdicts below must not hang on it
     result = project.run("-m", "perf", "-k", "test_server", *QUICK, "--perf-modes", "server",
-                         "--server-rates", "50%,150%", registry=registry)
+                         "--server-rates", "10%,300%", registry=registry)
     result.assert_outcomes(passed=2)
     rows = {r["rate"]: r for r in project.results()}
-    below, above = rows["50%"], rows["150%"]
+    below, above = rows["10%"], rows["300%"]
     assert below["type"] == "server" and below["capacity"] > 0 and below["load_check"]["passed"]
-    assert below["offered_rate"] == pytest.approx(0.5 * below["capacity"])
+    assert below["offered_rate"] == pytest.approx(0.1 * below["capacity"])
     # past capacity the queue grows for as long as requests arrive: latency from arrival says so
     # (against the typical request below capacity: on a loaded machine a few wake-ups there take milliseconds)
-    assert above["latency_ms"]["p99"] > 5 * below["latency_ms"]["p50"]
-    assert above["points"][0]["queue_ms"]["p99"] > above["points"][0]["service_ms"]["p99"]
-    result = project.run("-m", "perf", "-k", "test_server", *QUICK, "--perf-latency-bound", "p99<=50ms",
+    assert above["latency_ms"]["p99"] > 5 * below["latency_ms"]["p50"], (above["points"], below["points"])
+    assert above["points"][0]["queue_ms"]["p99"] > above["points"][0]["service_ms"]["p99"], above["points"]
+    # a bound a loaded 2-core machine keeps at light load: one stall of a few hundred ms (the other xdist worker's
+    # spinning ONNX Runtime threads) holds every request that arrives meanwhile, enough to break a p99
+    result = project.run("-m", "perf", "-k", "test_server", *QUICK, "--perf-latency-bound", "p90<=250ms",
                          registry=registry)
     result.assert_outcomes(passed=1)
     (row,) = [r for r in project.results() if r["rate"] == "search"]
-    assert row["id"] == "ranker-ort_cpu-fp32-dynamic-server-b1-n2-p99le50ms" and row["bound"] == "p99<=50ms"
-    assert row["offered_rate"] > 0 and row["latency_ms"]["p99"] <= 50 and len(row["points"]) >= 2
-    assert "req/s keeps p99<=50ms" in row["search"]["statement"]
+    assert row["id"] == "ranker-ort_cpu-fp32-dynamic-server-b1-n2-p90le250ms" and row["bound"] == "p90<=250ms"
+    assert "offered_rate" in row, row["search"]["statement"]
+    assert row["offered_rate"] > 0 and row["latency_ms"]["p90"] <= 250 and len(row["points"]) >= 2
+    assert "req/s keeps p90<=250ms" in row["search"]["statement"]
     report = project.report()
     assert "## Serving (open loop)" in report and "**best**" in report and "Every rate served" in report
 
