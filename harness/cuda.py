@@ -263,13 +263,24 @@ class Graph:
 
 
 class TensorBuffers:
-    """A tensor's device buffer plus a pinned host mirror, sized for a shape; what runners bind."""
+    """A tensor's device buffer plus a pinned host mirror, sized for a shape; what runners bind.
 
-    def __init__(self, shape: tuple[int, ...], dtype: Any):
+    ``device``: device memory made elsewhere (anything with ``ptr``, ``nbytes`` and ``close``, e.g. an
+    allocation by the inference library itself), at least the tensor's size; by default a :class:`DeviceBuffer`."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: Any, device: Any = None):
         self.shape = tuple(int(d) for d in shape)
         self.dtype = np.dtype(dtype)
         self.host = PinnedBuffer(self.shape, self.dtype)
-        self.device = DeviceBuffer(self.host.nbytes)
+        try:
+            self.device = DeviceBuffer(self.host.nbytes) if device is None else device
+        except BaseException:
+            self.host.close()
+            raise
+        if self.device.nbytes < self.host.nbytes:
+            self.close()
+            raise CudaError(f"device memory of {self.device.nbytes} bytes cannot hold a {self.dtype} tensor of "
+                            f"shape {list(self.shape)} ({self.host.nbytes} bytes)")
 
     @property
     def nbytes(self) -> int:

@@ -74,6 +74,7 @@ class LoadCheck:
         self.spent = [0.0] * runners
         self.start = 0.0
         self.checked: list[Checked] = []
+        self.intervals: list[tuple[float, float]] = []  # (start, end) of each checked request this measurement
         self.limit = 8 * runners * per_runner  # checked requests kept over every measurement, at most
 
     def feeds(self, k: int) -> dict[str, np.ndarray]:
@@ -86,6 +87,7 @@ class LoadCheck:
         requests are kept in all."""
         self.start = t0
         self.taken = [0] * self.runners
+        self.intervals = []
         room = self.per_runner and len(self.checked) < self.limit
         # in place: a mode's loop may hold the list (ThreadPool compares each request's end with it)
         self.next_at[:] = [self._slot(k, 0) if room else float("inf") for k in range(self.runners)]
@@ -110,10 +112,16 @@ class LoadCheck:
         self.taken[k] += 1
         b = self.clock()
         self.spent[k] += b - a
+        self.intervals.append((a, b))
         more = self.taken[k] < self.per_runner and len(self.checked) < self.limit
         # on a fixed schedule from the start (not from this check's end), so that the last falls inside the run
         self.next_at[k] = self._slot(k, self.taken[k]) if more else float("inf")
         return runner.timed_call()
+
+    def pauses(self, share: float) -> list[tuple[float, float, float]]:
+        """This measurement's checked requests as :attr:`harness.timing.Measurement.pauses`, each having taken
+        ``share`` of the mode's capacity."""
+        return [(a, b, share) for a, b in self.intervals]
 
     def verify(self, engine: Engine, spec: ModelSpec, budgets: list[Budget], label: str) -> tuple[dict[str, Any], str | None]:
         """Compare every checked sample with the engine's outputs on the same batch run alone on a fresh runner;

@@ -233,6 +233,8 @@ class MultiStream(Mode):
             _raise_failed(self.name, i, n, phase, exc)
         m = summarize(starts, ends, (start, max(ends)), batch=batch, policy=policy, warmup_iters=warm,
                       warmup_seconds=warm_s, capped=capped)
+        if check is not None:  # the one host thread ran it: no runner was resubmitted meanwhile
+            m.pauses = check.pauses(1.0)
         return self.add_breakdown(runners, m)
 
 
@@ -312,6 +314,8 @@ class ThreadPool(Mode):
         m = summarize([a for a, _ in pairs], [b for _, b in pairs], (start, max(b for _, b in pairs)),
                       batch=batch, policy=policy, warmup_iters=sum(w[0] for w in warm),
                       warmup_seconds=max(w[1] for w in warm), capped=capped)
+        if check is not None:  # one runner's thread ran it while the other N - 1 kept running
+            m.pauses = check.pauses(1.0 / n)
         return self.add_breakdown(runners, m)
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -68,18 +68,27 @@ class Measurement:
     capped: bool = False
     gpu_seconds: np.ndarray | None = None  # device time per request from events, where measured
     breakdown: Breakdown | None = None  # trtexec's breakdown from a pass after the window, GPU backends
+    # (start, end, share): while the mode ran checked requests (harness.load_check) instead of timed ones, the
+    # share of its capacity they took (1 where the one host thread stopped issuing, 1/N for one of N threads)
+    pauses: list[tuple[float, float, float]] = field(default_factory=list)
 
     @property
     def iterations(self) -> int:
         return int(self.latencies.size)
 
+    def paused(self, lo: float, hi: float) -> float:
+        """Seconds of [lo, hi] the mode spent on checked requests, weighted by the share of it they took."""
+        return sum(share * max(0.0, min(b, hi) - max(a, lo)) for a, b, share in self.pauses)
+
     @property
     def wall(self) -> float:
-        return self.window[1] - self.window[0]
+        """Seconds timed: the measurement window less its checked requests (their staging, run and copies
+        are not the engine's throughput; a hand-written loop has none)."""
+        return self.window[1] - self.window[0] - self.paused(*self.window)
 
     @property
     def throughput(self) -> float:
-        """Samples per second over the measurement window."""
+        """Samples per second over the timed seconds of the measurement window."""
         return self.iterations * self.batch / self.wall if self.wall > 0 else math.nan
 
     def percentile(self, q: float) -> float:
@@ -109,8 +118,8 @@ class Measurement:
         start, end = self.window
         edges = np.linspace(start, end, k + 1)
         counts, _ = np.histogram(self.ends, bins=edges)
-        width = (end - start) / k
-        return [float(c * self.batch / width) if width > 0 else math.nan for c in counts]
+        widths = [float(b - a) - self.paused(float(a), float(b)) for a, b in zip(edges[:-1], edges[1:])]
+        return [float(c * self.batch / w) if w > 0 else math.nan for c, w in zip(counts, widths)]
 
     @property
     def drift(self) -> float:
@@ -254,6 +263,7 @@ def run_serial(step: Callable[[], object] | Call, policy: TimingPolicy, *, batch
     deadline_max = start + policy.max_duration
     min_iters = policy.min_iters
     resumed: list[tuple[int, float]] = []  # (iteration, clock) where timing resumed after ``between``
+    pauses: list[tuple[float, float, float]] = []
     while True:
         loop(chunk)
         t = ends[-1]
@@ -264,12 +274,14 @@ def run_serial(step: Callable[[], object] | Call, policy: TimingPolicy, *, batch
             if new is not None:  # it ran something: the step it returns is timed from now on
                 loop = _chunk_runner(new, ends.append, clock)
                 resumed.append((len(ends), clock()))
+                pauses.append((t, resumed[-1][1], 1.0))
     capped = len(ends) < min_iters
     times = np.asarray(ends)
     latencies = np.diff(np.concatenate([[start], times]))
     for i, t in resumed:
         latencies[i] = times[i] - t
-    return Measurement(latencies, times, (start, float(times[-1])), batch, policy, warm_iters, warm_s, capped)
+    return Measurement(latencies, times, (start, float(times[-1])), batch, policy, warm_iters, warm_s, capped,
+                       pauses=pauses)
 
 
 def summarize(starts: list[float], ends: list[float], window: tuple[float, float], *, batch: int,

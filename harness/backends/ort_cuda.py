@@ -2,11 +2,13 @@
 
 Each runner owns a CUDA stream, handed to its session as ``user_compute_stream`` (unless the setup says
 ``stream=ort``: then ONNX Runtime runs on a stream of its own, synchronously, and the runner's stream only
-copies), and its own device and pinned host buffers; inputs and outputs are bound by device pointer
-through I/O binding. The session's optimization level at load and the CUDA execution provider's options
-(cuDNN convolution search, ``prefer_nhwc``, arena) come from the engine's setup (:mod:`.ort_setup`). Output shapes are
-found with one run whose outputs ONNX Runtime allocates (outside any CUDA graph), after which the outputs
-are bound to the runner's buffers. With ``cuda_graph`` ONNX Runtime captures the run into a CUDA graph
+copies), and per tensor a pinned host buffer and device memory that ONNX Runtime itself allocates (an
+``OrtValue`` on ``cuda``, as a user's ``OrtValue.ortvalue_from_numpy(x, "cuda")`` is), bound through I/O
+binding as OrtValues; the runner's copies go to and from their device pointers. The session's optimization
+level at load and the CUDA execution provider's options (cuDNN convolution search, ``prefer_nhwc``, arena)
+come from the engine's setup (:mod:`.ort_setup`); options at ONNX Runtime's defaults are left unset, so the
+default setup's session is made as a user's is. Output shapes are found with one run whose outputs ONNX
+Runtime allocates (outside any CUDA graph), after which the outputs are bound to the runner's buffers. With ``cuda_graph`` ONNX Runtime captures the run into a CUDA graph
 (``enable_cuda_graph``) and replays it. TF32 is off unless asked for: FP32 accuracy is measured in FP32.
 
 Streams, events, buffers, resident or copied inputs, ``run`` / ``submit`` / ``wait`` and event timing come
@@ -18,7 +20,7 @@ Runtime synchronize the stream at its end; a submitted one runs with
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -69,6 +71,19 @@ class OrtCudaBackend(OrtBackend):
         return OrtCudaRunner(self, engine, options)
 
 
+class OrtDeviceMemory:
+    """One tensor's device memory from ONNX Runtime's own CUDA allocator: an ``OrtValue`` the runner binds and
+    copies to and from by its pointer (what :class:`harness.cuda.TensorBuffers` takes as ``device``)."""
+
+    def __init__(self, ort: Any, shape: tuple[int, ...], dtype: Any):
+        self.value: Any = ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.dtype(dtype).type, "cuda", 0)
+        self.ptr = int(self.value.data_ptr())
+        self.nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+    def close(self) -> None:
+        self.value, self.ptr = None, 0  # ONNX Runtime frees it with the last reference
+
+
 class OrtCudaRunner(GpuRunner):
     def __init__(self, backend: OrtCudaBackend, engine: OrtEngine, options: RunnerOptions):
         ort = _ort()
@@ -97,7 +112,7 @@ class OrtCudaRunner(GpuRunner):
             raise BuildError(f"ort_cuda: cannot load engine {engine.path}: {msg[:500]}") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self._sync = ort.RunOptions()
+        self._ort = ort
         self._async = ort.RunOptions()
         self._async.add_run_config_entry("disable_synchronize_execution_providers", "1")
         self._probe = ort.RunOptions()
@@ -111,7 +126,9 @@ class OrtCudaRunner(GpuRunner):
         if not same:
             self._free_buffers()
             self._binding = None
-            self._inputs = {k: cuda.TensorBuffers(np.shape(v), np.asarray(v).dtype) for k, v in feeds.items()}
+            for k, v in feeds.items():
+                shape, dtype = np.shape(v), np.asarray(v).dtype
+                self._inputs[k] = cuda.TensorBuffers(shape, dtype, OrtDeviceMemory(self._ort, shape, dtype))
         for k, v in feeds.items():
             self._inputs[k].host.array[...] = v
         self._upload_inputs()
@@ -122,7 +139,7 @@ class OrtCudaRunner(GpuRunner):
     def _bind(self) -> None:
         binding = self.session.io_binding()
         for name, tb in self._inputs.items():
-            binding.bind_input(name, "cuda", 0, tb.dtype, list(tb.shape), tb.device.ptr)
+            binding.bind_ortvalue_input(name, cast(OrtDeviceMemory, tb.device).value)
         for name in self.output_names:
             binding.bind_output(name, "cuda", 0)
         # one run with ORT-allocated outputs, outside any graph, tells the output shapes
@@ -134,15 +151,19 @@ class OrtCudaRunner(GpuRunner):
             dtype = ORT_TYPES.get(value.data_type())
             if dtype is None:
                 raise ModeUnsupported(f"ort_cuda: output {name!r} has type {value.data_type()}, not supported here")
-            tb = cuda.TensorBuffers(tuple(value.shape()), dtype)
+            shape = tuple(value.shape())
+            tb = cuda.TensorBuffers(shape, dtype, OrtDeviceMemory(self._ort, shape, dtype))
             self._outputs[name] = tb
-            binding.bind_output(name, "cuda", 0, tb.dtype, list(tb.shape), tb.device.ptr)
+            binding.bind_ortvalue_output(name, cast(OrtDeviceMemory, tb.device).value)
         self._binding = binding
 
     def _execute(self, sync: bool) -> None:
         # ORT synchronizes the stream at the end of a run unless the run options say not to; on its own
         # stream it must, since nothing else can wait for that stream
-        self.session.run_with_iobinding(self._binding, self._sync if sync or not self.own_stream else self._async)
+        if sync or not self.own_stream:
+            self.session.run_with_iobinding(self._binding)
+        else:
+            self.session.run_with_iobinding(self._binding, self._async)
 
     def run(self) -> None:
         if self.own_stream:
@@ -170,12 +191,12 @@ class OrtCudaRunner(GpuRunner):
     def timed_call(self) -> tuple[Any, tuple[Any, ...]]:
         # resident inputs, spinning wait: exactly a user's loop, ORT's run synchronizing the stream itself
         if self._resident and (self.sync == "spin" or not self.own_stream):
-            return self.session.run_with_iobinding, (self._binding, self._sync)
+            return self.session.run_with_iobinding, (self._binding,)
         return self.run, ()
 
     def describe(self) -> dict[str, Any]:
         return {"stream": "own (user_compute_stream)" if self.own_stream else "ONNX Runtime's",
-                "io_binding": "device pointers", "tf32": self.options.tf32, "cuda_graph": self.options.cuda_graph,
+                "io_binding": "OrtValues from ONNX Runtime's CUDA allocator", "tf32": self.options.tf32, "cuda_graph": self.options.cuda_graph,
                 "sync": self.sync}
 
     def close(self) -> None:

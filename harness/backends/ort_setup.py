@@ -40,6 +40,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "stream": ("own", "ort"),
 }
 ARENA_STRATEGY = {"power_of_two": "kNextPowerOfTwo", "as_requested": "kSameAsRequested"}
+# ONNX Runtime's CUDA execution provider defaults for the options a setup can change (its documentation)
+ORT_CUDA_DEFAULTS = {"cudnn_conv_algo_search": "EXHAUSTIVE", "prefer_nhwc": "0", "arena_extend_strategy": "kNextPowerOfTwo"}
 CUDA_ONLY = ("conv_algo", "nhwc", "arena", "stream")
 _TRUE, _FALSE = ("yes", "true", "on", "1"), ("no", "false", "off", "0")
 
@@ -115,9 +117,12 @@ class OrtSetup:
         return " ".join(words)
 
     def cuda_provider_options(self) -> dict[str, str]:
-        """The CUDA execution provider's options this setup sets (strings, as ONNX Runtime takes them)."""
-        return {"cudnn_conv_algo_search": self.conv_algo, "prefer_nhwc": "1" if self.nhwc else "0",
-                "arena_extend_strategy": ARENA_STRATEGY[self.arena]}
+        """The CUDA execution provider's options this setup sets (strings, as ONNX Runtime takes them): only
+        those that differ from ONNX Runtime's own defaults (:data:`ORT_CUDA_DEFAULTS`), so that the default
+        setup's session is created exactly as a user's is."""
+        wanted = {"cudnn_conv_algo_search": self.conv_algo, "prefer_nhwc": "1" if self.nhwc else "0",
+                  "arena_extend_strategy": ARENA_STRATEGY[self.arena]}
+        return {k: v for k, v in wanted.items() if ORT_CUDA_DEFAULTS[k] != v}
 
 
 # The fastest setup that kept accuracy, per backend, from benchmarks/ort_setup.py (README, "Measured").

@@ -6,6 +6,7 @@ is which requests get checked, on which inputs, and what a mismatch reports, in 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -115,6 +116,31 @@ def test_the_server_mode_checks_requests_too():
     assert run.completed == run.count and len(check.checked) == 4
     result, message = check.verify(DoublingEngine(), spec(), BOUND, "doubler-case")
     assert message is None and result["samples"] == 8
+
+
+class SlowCheckRunner(DoublingRunner):
+    """1 ms per request; a checked request's copies back take 15 ms more (a large output)."""
+
+    def run(self) -> None:
+        time.sleep(0.001)
+        super().run()
+
+    def fetch_outputs(self) -> dict[str, np.ndarray]:
+        time.sleep(0.015)
+        return super().fetch_outputs()
+
+
+@pytest.mark.parametrize("mode,n", [(Serial(), 1), (MultiStream(), 2), (ThreadPool(), 2)],
+                         ids=lambda x: getattr(x, "name", str(x)))
+def test_checked_requests_cost_the_throughput_nothing(mode, n):
+    # four checks of 16 ms per runner in a 0.2 s window: counted, they would take a third of the throughput
+    check = LoadCheck(batches(8), n, per_runner=4, spread=POLICY.min_duration)
+    runners = staged(check, [SlowCheckRunner() for _ in range(n)])
+    m = mode.measure(runners, POLICY, batch=2, check=check)
+    assert len(check.checked) == 4 * n and sum(check.spent) > 0.05 * n
+    # n requests in flight (multistream: the runners here work on submit, so a request's latency spans n runs)
+    per_request = 2 * n / float(np.median(m.latencies))
+    assert 0.8 < m.throughput / per_request < 1.2, (m.throughput, per_request, m.wall, check.spent)
 
 
 def test_no_checked_requests_with_zero_per_runner():
