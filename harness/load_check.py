@@ -12,7 +12,8 @@ outputs), every perf mode carries real inputs and checks a sample of its request
   thread (in its own loop, between two timed requests, while the other runners keep running) issues one
   *checked request*: it stages the runner's next evaluation batch, runs it and copies its outputs to the host;
   the timed requests that follow carry that batch. Checked requests are left out of the latency record (their
-  staging and copies would count otherwise) and the time they take is recorded (``load_check.seconds``);
+  staging and copies would count otherwise) and out of the throughput (:attr:`LoadCheck.intervals` become the
+  measurement's ``pauses``), and the time they take is recorded (``load_check.seconds``);
 * after the measurement each evaluation batch is run once more on a fresh runner, alone, and every checked
   sample's outputs are compared with those, under the registry's determinism bounds (the same engine on the
   same input: :data:`harness.budgets.DEFAULT_CHECK_BOUNDS`). A mismatch fails the perf case, naming the worst
@@ -54,7 +55,8 @@ class Checked:
 
 class LoadCheck:
     """The checked requests of one perf measurement over ``runners`` runners (never shared between threads: each
-    runner's entries are touched only by the thread that drives it)."""
+    runner's entries are touched only by the thread that drives it; ``checked`` and ``intervals`` only grow,
+    by atomic appends)."""
 
     def __init__(self, batches: list[Batch], runners: int, *, per_runner: int = PER_RUNNER, spread: float = 1.0,
                  resident: bool = True, clock: Callable[[], float] = time.perf_counter):
