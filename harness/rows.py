@@ -258,9 +258,10 @@ class PerfRow(Row):
     engine_key: str | None = None
     cache_hit: bool | None = None
     setup: dict[str, Any] = field(default_factory=dict)  # how the engine is set up (ONNX Runtime: its session setup)
-    throughput: float | None = None  # samples / s over the measurement window
+    throughput: float | None = None  # samples / s over the window's timed seconds (wall_s - checked_s)
     iterations: int | None = None
-    wall_s: float | None = None
+    wall_s: float | None = None  # the measurement window
+    checked_s: float | None = None  # of it, what the load check's requests took from the mode (weighted by share)
     warmup_iters: int | None = None
     warmup_s: float | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)  # mean, min, p50, p90, p95, p99, max, std

@@ -82,14 +82,19 @@ class Measurement:
 
     @property
     def wall(self) -> float:
-        """Seconds timed: the measurement window less its checked requests (their staging, run and copies
-        are not the engine's throughput; a hand-written loop has none)."""
-        return self.window[1] - self.window[0] - self.paused(*self.window)
+        """Seconds of the measurement window (what the stop rule measured)."""
+        return self.window[1] - self.window[0]
+
+    @property
+    def timed(self) -> float:
+        """Seconds timed: the window less its checked requests (their staging, run and copies are not the
+        engine's throughput; a hand-written loop has none)."""
+        return self.wall - self.paused(*self.window)
 
     @property
     def throughput(self) -> float:
         """Samples per second over the timed seconds of the measurement window."""
-        return self.iterations * self.batch / self.wall if self.wall > 0 else math.nan
+        return self.iterations * self.batch / self.timed if self.timed > 0 else math.nan
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.latencies, q))
@@ -181,6 +186,8 @@ class Measurement:
             "unstable_reasons": self.unstable_reasons(),
             "stability_notes": self.stability_notes(),
         }
+        if self.pauses:  # the load check's requests: what the throughput left out of the window
+            out["checked_s"] = self.wall - self.timed
         if self.breakdown is not None and self.breakdown.iterations:
             out.update(self.breakdown.summary(self.batch))
         elif self.gpu_seconds is not None and self.gpu_seconds.size:

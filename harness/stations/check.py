@@ -277,7 +277,7 @@ def check_station(hs: HarnessSession, case: StationCase) -> StationRow:
     summary = m.summary()
     summary.pop("gpu_ms", None)  # frames are timed on the host clock only
     row.update(summary)
-    row.fps = m.iterations / m.wall if m.wall > 0 else None
+    row.fps = m.iterations / m.timed if m.timed > 0 else None
     if isinstance(m, StationMeasurement) and m.member_seconds:
         row.member_ms = [1e3 * s for s in m.member_seconds]
     row.resources = dict(mon.result)

@@ -262,6 +262,7 @@ def test_work_between_chunks_is_left_out_of_the_next_iteration_and_can_replace_t
     assert set(np.round(m.latencies * 1e3, 6)) == {1.0, 2.0}  # never 7 ms: the 5 ms between are nobody's
     assert m.latencies.max() == pytest.approx(0.002)
     # nor the throughput's: the timed seconds are the window less the 5 ms, and no window slice looks slow for them
-    assert m.wall == pytest.approx(m.window[1] - m.window[0] - 0.005)
+    assert m.timed == pytest.approx(m.window[1] - m.window[0] - 0.005) and m.wall == m.window[1] - m.window[0]
+    assert m.summary()["checked_s"] == pytest.approx(0.005)
     assert m.throughput == pytest.approx(m.iterations / m.latencies.sum())
     assert m.drift < 0.6  # slices of 1 ms and 2 ms steps: 2x apart at most, the 5 ms gap adds nothing
