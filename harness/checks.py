@@ -30,7 +30,7 @@ from .backends import get_backend
 from .budgets import METRICS, Budget, share_stat, tail_stats
 from .cpu_features import int8_kernels, saturating_int8
 from .data import batch_size_of, unpad
-from .errors import HarnessError, ModeUnsupported
+from .errors import HarnessError
 from .recipes import apply_recipe
 from .reference import reference_outputs, simulated_outputs
 from .report import REPORT
@@ -163,13 +163,8 @@ def check_accuracy(hs: HarnessSession, case: AccuracyCase) -> AccuracyRow:
                     defined = sim.slice(batch.index, batch.index + batch.count)
                     sim_acc.update(defined, expected, batch.index)
                     kernel_acc.update(out, defined, batch.index)
-    except ModeUnsupported as exc:
-        row.update(status="skipped", message=str(exc))
-        hs.write_row(row)
-        raise
     except Exception as exc:  # whatever broke, the row says so before the test reports it
-        row.update(status="error", message=f"{type(exc).__name__}: {exc}")
-        hs.write_row(row)
+        hs.write_failure(row, exc)
         raise
     summaries = acc.summary()
     verdict = evaluate(summaries, budgets)
@@ -264,13 +259,8 @@ def check_build(hs: HarnessSession, case: AccuracyCase) -> BuildRow:
         label = f"{spec.name}/{backend.name}/{recipe.name}-{profile.name}"
         engine = backend.build(art.path, profile, hs.cache, label=label, model_hash=art.model_hash,
                                options=hs.build_options(backend, art.build_options), calibration=art.calibration)
-    except ModeUnsupported as exc:
-        row.update(status="skipped", message=str(exc))
-        hs.write_row(row)
-        raise
     except Exception as exc:
-        row.update(status="error", message=f"{type(exc).__name__}: {exc}")
-        hs.write_row(row)
+        hs.write_failure(row, exc)
         raise
     row.update(status="pass", build_seconds=round(engine.entry.build_seconds, 3), engine_size=engine.entry.size,
                cache_hit=engine.entry.hit, engine_key=engine.entry.key, engine_info=engine.entry.info,

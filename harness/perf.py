@@ -72,11 +72,11 @@ class PerfCase:
         return "-".join(parts)
 
 
-def perf_cases(hs: HarnessSession) -> Iterator[PerfCase]:
+def perf_targets(hs: HarnessSession) -> Iterator[tuple[str, str, str, str, list[int]]]:
+    """(model, backend, recipe, profile, batches): each selected model's perf recipes on each backend and profile,
+    with the batch sizes its perf and server cases time there (--perf-batches, default 1 and opt; those outside
+    the profile left out: a fixed profile has one)."""
     ps = hs.settings.perf
-    unknown = [m for m in ps.modes if m not in MODES and m != "server"]  # server: harness.server_check
-    if unknown:
-        raise HarnessError(f"--perf-modes names unknown mode(s) {', '.join(unknown)}; known: {', '.join(MODES)}")
     for spec in hs.models():
         recipes = hs.perf_recipes(spec)
         for backend in hs.backends():
@@ -84,17 +84,22 @@ def perf_cases(hs: HarnessSession) -> Iterator[PerfCase]:
                 for pname in hs.model_profiles(spec, ps.profiles or hs.settings.profiles):
                     profile = spec.profiles[pname]
                     lo, opt, hi = (batch_size_of(spec, profile, w) for w in ("min", "opt", "max"))
-                    batches = ps.batches or sorted({1, opt})
-                    for mode in (m for m in ps.modes if m in MODES):
-                        for batch in batches:
-                            if not lo <= batch <= hi:
-                                continue  # outside this profile (a fixed profile has one batch size)
-                            for n in ([1] if mode == "serial" else ps.concurrency):
-                                for resident in ps.resident:
-                                    for graph in ps.cuda_graph:
-                                        for sync in ps.sync:
-                                            yield PerfCase(spec.name, backend, recipe, pname, mode, batch, n,
-                                                           resident, graph, sync)
+                    yield spec.name, backend, recipe, pname, [b for b in ps.batches or sorted({1, opt}) if lo <= b <= hi]
+
+
+def perf_cases(hs: HarnessSession) -> Iterator[PerfCase]:
+    ps = hs.settings.perf
+    unknown = [m for m in ps.modes if m not in MODES and m != "server"]  # server: harness.server_check
+    if unknown:
+        raise HarnessError(f"--perf-modes names unknown mode(s) {', '.join(unknown)}; known: {', '.join(MODES)}")
+    for model, backend, recipe, pname, batches in perf_targets(hs):
+        for mode in (m for m in ps.modes if m in MODES):
+            for batch in batches:
+                for n in ([1] if mode == "serial" else ps.concurrency):
+                    for resident in ps.resident:
+                        for graph in ps.cuda_graph:
+                            for sync in ps.sync:
+                                yield PerfCase(model, backend, recipe, pname, mode, batch, n, resident, graph, sync)
 
 
 # ---------------------------------------------------------------------------------------------- modes
@@ -382,9 +387,7 @@ def check_perf(hs: HarnessSession, case: PerfCase, *, monitor: ResourceMonitor |
         m, runner_facts = measure_mode(engine, case, feeds, policy, threads, mon, check)
         checked, failure = verify_load(hs, check, engine, spec, recipe, case.id)
     except Exception as exc:
-        row.update(status="skipped" if isinstance(exc, ModeUnsupported) else "error",
-                   message=f"{type(exc).__name__}: {exc}")
-        hs.write_row(row)
+        hs.write_failure(row, exc)
         raise
     row.update(m.summary())
     row.runner = runner_facts

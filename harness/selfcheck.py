@@ -28,7 +28,7 @@ from .backends import Engine, get_backend
 from .budgets import METRICS, Budget
 from .cache import Cache
 from .checks import summary_fields, verdict_fields
-from .errors import HarnessError, ModeUnsupported
+from .errors import HarnessError
 from .recipes import RecipeArtifact, apply_recipe
 from .rows import SelfCheckRow
 from .session import HarnessSession
@@ -145,13 +145,8 @@ def run_check(hs: HarnessSession, case: SelfCheckCase, body: Any) -> SelfCheckRo
         row.budget_source = source or "none"
         comparisons = Comparisons(spec, budgets)
         what = body(spec, row, comparisons)
-    except ModeUnsupported as exc:
-        row.update(status="skipped", message=str(exc))
-        hs.write_row(row)
-        raise
     except Exception as exc:
-        row.update(status="error", message=f"{type(exc).__name__}: {exc}")
-        hs.write_row(row)
+        hs.write_failure(row, exc)
         raise
     fields, message = comparisons.finish(what, case.id)
     row.update(fields)

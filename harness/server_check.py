@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backends import RunnerOptions, get_backend
-from .data import SampleSet, batch_size_of
+from .data import SampleSet
 from .environment import this_gpu_index
-from .errors import HarnessError, ModeUnsupported
+from .errors import HarnessError
 from .hostlock import timing
 from .latency_search import LatencyBound, SearchPolicy, search
 from .load_check import LoadCheckFailure, load_check_for, verify_load
-from .perf import MODE_CLASSES
+from .perf import MODE_CLASSES, perf_targets
 from .recipes import apply_recipe
 from .resources import ResourceMonitor
 from .rows import ServerRow
@@ -98,21 +98,13 @@ def server_cases(hs: HarnessSession) -> Iterator[ServerCase]:
         return
     for rate in ps.server_rates:
         parse_rate(rate)
-    for spec in hs.models():
-        recipes = hs.perf_recipes(spec)
-        for backend in hs.backends():
-            for recipe in recipes:
-                for pname in hs.model_profiles(spec, ps.profiles or hs.settings.profiles):
-                    profile = spec.profiles[pname]
-                    lo, opt, hi = (batch_size_of(spec, profile, w) for w in ("min", "opt", "max"))
-                    for batch in (b for b in (ps.batches or sorted({1, opt})) if lo <= b <= hi):
-                        for n in ps.concurrency:
-                            for resident in ps.resident:
-                                for graph in ps.cuda_graph:
-                                    rates = [SEARCH] if bound else ps.server_rates
-                                    for rate in rates:
-                                        yield ServerCase(spec.name, backend, recipe, pname, batch, n, resident,
-                                                         graph, rate, bound)
+    for model, backend, recipe, pname, batches in perf_targets(hs):
+        for batch in batches:
+            for n in ps.concurrency:
+                for resident in ps.resident:
+                    for graph in ps.cuda_graph:
+                        for rate in [SEARCH] if bound else ps.server_rates:
+                            yield ServerCase(model, backend, recipe, pname, batch, n, resident, graph, rate, bound)
 
 
 def check_server(hs: HarnessSession, case: ServerCase) -> ServerRow:
@@ -176,9 +168,7 @@ def check_server(hs: HarnessSession, case: ServerCase) -> ServerRow:
         row.runner = runners[0].describe()
         checked, failure = verify_load(hs, check, engine, spec, recipe, case.id)
     except Exception as exc:
-        row.update(status="skipped" if isinstance(exc, ModeUnsupported) else "error",
-                   message=f"{type(exc).__name__}: {exc}")
-        hs.write_row(row)
+        hs.write_failure(row, exc)
         raise
     finally:
         for r in runners:

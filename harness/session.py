@@ -18,7 +18,7 @@ from .backends import BACKENDS, get_backend
 from .cache import Cache
 from .device_id import device_of
 from .environment import environment
-from .errors import HarnessError
+from .errors import HarnessError, ModeUnsupported
 from .layout import Layout
 from .recipes import Recipe, all_recipes
 from .registry import load_registry
@@ -137,6 +137,15 @@ class HarnessSession:
     @property
     def rows_dir(self) -> Path:
         return self.settings.report_dir / ROWS / self.run_id
+
+    def write_failure(self, row: Row, exc: BaseException) -> None:
+        """Write the row of a check that raised ``exc`` before it had a verdict: skipped with the backend's own
+        reason where the backend cannot do the case (ModeUnsupported), otherwise an error naming the exception."""
+        if isinstance(exc, ModeUnsupported):
+            row.update(status="skipped", message=str(exc))
+        else:
+            row.update(status="error", message=f"{type(exc).__name__}: {exc}")
+        self.write_row(row)
 
     def write_row(self, row: Row) -> None:
         """Stamp the row with this run, worker, time, machine and device, and append it to this process's file."""

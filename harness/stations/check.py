@@ -28,7 +28,7 @@ import numpy as np
 from ..backends import Backend, Engine, Runner, RunnerOptions, get_backend
 from ..backends.ort import INTRA_OP_SPINNING
 from ..data import SampleSet, batch_size_of
-from ..errors import HarnessError, ModeUnsupported, RegistryError
+from ..errors import HarnessError, RegistryError
 from ..recipes import RecipeArtifact, apply_recipe
 from ..resources import ResourceMonitor
 from ..rows import StationRow
@@ -267,9 +267,7 @@ def check_station(hs: HarnessSession, case: StationCase) -> StationRow:
         hs.write_row(row)
         raise
     except Exception as exc:
-        row.update(status="skipped" if isinstance(exc, ModeUnsupported) else "error",
-                   message=f"{type(exc).__name__}: {exc}")
-        hs.write_row(row)
+        hs.write_failure(row, exc)
         raise
     finally:
         for r in runners:
