@@ -1,10 +1,10 @@
 """ONNX Runtime as a backend.
 
-The ORT "engine" is a cached model file, prepared as the backend's setup says (:mod:`.ort_setup`): by
-default the optimized model a session writes (``optimized_model_filepath``) with full graph optimizations,
-or the recipe's model itself; runners load it at the setup's optimization level. A fixed profile pins the
-model's free dimensions (``add_free_dimension_override_by_name``) before optimization, so the optimizer
-sees static shapes. The optimized file may hold kernels laid out for this CPU or GPU, so the device is part
+The ORT "engine" is a cached model file, prepared as the backend's setup says (:mod:`.ort_setup`): the
+optimized model a session writes (``optimized_model_filepath``) with full graph optimizations (``ort_cuda``'s
+default), or the recipe's model itself (``ort_cpu``'s); runners load it at the setup's optimization level. A
+fixed profile pins the model's free dimensions (``add_free_dimension_override_by_name``) before optimization,
+offline or at load, so the optimizer sees static shapes. The optimized file may hold kernels laid out for this CPU or GPU, so the device is part
 of its cache key, and so is what the setup makes of the file.
 """
 

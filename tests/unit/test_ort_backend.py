@@ -20,8 +20,11 @@ def test_a_fixed_profile_pins_free_dimensions_in_the_optimized_model(tmp_path):
     spec = load_registry(FIXTURES / "models.toml").models["segmenter"]
     backend = get_backend("ort_cpu")
     cache = Cache(tmp_path)
-    fixed = backend.build(spec.path, spec.profiles["fixed"], cache, label="seg/fixed", model_hash="x")
-    dynamic = backend.build(spec.path, spec.profiles["dynamic"], cache, label="seg/dynamic", model_hash="x")
+    optimized = {"ort_setup": {"engine": "optimized"}}  # the offline-optimized file, not ort_cpu's default
+    fixed = backend.build(spec.path, spec.profiles["fixed"], cache, label="seg/fixed", model_hash="x",
+                          options=optimized)
+    dynamic = backend.build(spec.path, spec.profiles["dynamic"], cache, label="seg/dynamic", model_hash="x",
+                            options=optimized)
     assert fixed.overrides == {"batch": 2, "height": 256, "width": 256} and dynamic.overrides == {}
 
     def dims(path):
@@ -33,6 +36,12 @@ def test_a_fixed_profile_pins_free_dimensions_in_the_optimized_model(tmp_path):
     with fixed.runner() as r:
         out = r.infer({"image": np.zeros((2, 3, 256, 256), np.float32)})
         assert out["mask"].shape == (2, 4, 256, 256)
+    # the source model (ort_cpu's default) gets the same pins when a runner loads it
+    source = backend.build(spec.path, spec.profiles["fixed"], cache, label="seg/fixed-source", model_hash="x")
+    assert source.overrides == fixed.overrides and source.entry.key != fixed.entry.key
+    with source.runner() as r:
+        shapes = {i.name: i.shape for i in r.session.get_inputs()}
+        assert shapes["image"] == [2, 3, 256, 256]
 
 
 def test_runner_modes_on_the_cpu(tmp_path):
