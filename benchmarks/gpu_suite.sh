@@ -11,6 +11,9 @@
 #   sync      the classifier's serial and multistream rows with the host spinning and blocking (--perf-sync)
 #   overhead  benchmarks/overhead.py: the row path against a user's loop, each model at batch 1, opt and max,
 #             6 interleaved repetitions (a fresh session per side and repetition: minutes; MODELS splits it)
+#   rowcost   benchmarks/row_cost.py: on one runner per configuration, the row's serial mode (with the resource
+#             monitor and the load check) against a bare loop, alternating 0.3 s slices: the row path's own cost
+#             without a fresh session's luck on either side
 #   diagnose  the same on the classifier with the harness's bare loop, the row without sampling and the user's
 #             loop twice (A/A: the machine's own noise) beside it
 #   setup     benchmarks/ort_setup.py: every ONNX Runtime session setup, timed and accuracy-checked; names the
@@ -23,7 +26,7 @@
 # Environment: REPORT_DIR (reports/gpu), MODELS (all; diagnose and setup: classifier), PERF_DURATION (0.5 s),
 # PYTEST_WORKERS (4), STATIONS (all), STATION_BATCHES (1,4,8,16,32), STATION_RECIPES (fp32; e.g. fp32,fp16),
 # BACKEND (ort_cuda; ort_cpu runs the steps that need no GPU on any machine, to try the script).
-# Each step's output: REPORT_DIR/STEP.log; overhead, diagnose and setup also write JSON under REPORT_DIR/STEP/.
+# Each step's output: REPORT_DIR/STEP.log; overhead, rowcost, diagnose and setup also write JSON under REPORT_DIR/STEP/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 report=${REPORT_DIR:-reports/gpu}
@@ -56,6 +59,8 @@ for step in $steps; do
             >>"$log" 2>&1 ;;
     overhead) python benchmarks/overhead.py --backend "$backend" ${MODELS:+--models $MODELS} --reps 6 --seconds 1.0 \
                 --out "$report/overhead" >"$log" 2>&1 ;;
+    rowcost) python benchmarks/row_cost.py --backend "$backend" ${MODELS:+--models $MODELS} --pairs 12 --slice 0.3 \
+               --out "$report/rowcost" >"$log" 2>&1 ;;
     diagnose) python benchmarks/overhead.py --backend "$backend" --models "${MODELS:-classifier}" --reps 6 \
                 --seconds 1.0 --diagnose --out "$report/diagnose" >"$log" 2>&1 ;;
     setup) python benchmarks/ort_setup.py --backend "$backend" --models "${MODELS:-classifier}" --reps 3 \

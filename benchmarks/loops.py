@@ -140,6 +140,23 @@ class UserLoop:
         return iters * self.batch / wall
 
 
+def bare_rate(runner: Any, seconds: float, batch: int, *, warmup: float = WARMUP, min_iters: int = 1) -> float:
+    """Samples/s of a bare loop over the runner's timed call (the call the serial mode makes): warm-up, then
+    ``perf_counter`` around n calls."""
+    fn, args = runner.timed_call()
+    t0, n = time.perf_counter(), 0
+    while True:
+        fn(*args)
+        n += 1
+        if time.perf_counter() - t0 >= warmup:
+            break
+    iters = max(min_iters, int(seconds / ((time.perf_counter() - t0) / n)) + 1)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn(*args)
+    return iters * batch / (time.perf_counter() - t0)
+
+
 @dataclass
 class Series:
     """Samples/s of one side of one configuration, repetition by repetition."""

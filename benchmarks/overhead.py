@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -34,6 +33,7 @@ from benchmarks.loops import (  # noqa: E402
     Config,
     Series,
     UserLoop,
+    bare_rate,
     configs,
     feeds,
     machine,
@@ -60,16 +60,7 @@ def harness_bare(hs: HarnessSession, backend_name: str, c: Config, seconds: floa
                            model_hash=art.model_hash, options=hs.build_options(backend, art.build_options))
     with engine.runner(RunnerOptions(threads=backend.runner_threads("serial", 1))) as runner:
         runner.prepare(feeds(spec, c.batch), resident=True)
-        fn, args = runner.timed_call()
-        t0, n = time.perf_counter(), 0
-        while time.perf_counter() - t0 < 0.2:
-            fn(*args)
-            n += 1
-        iters = max(min_iters, int(seconds / ((time.perf_counter() - t0) / n)) + 1)
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fn(*args)
-        return iters * c.batch / (time.perf_counter() - t0)
+        return bare_rate(runner, seconds, c.batch, min_iters=min_iters)
 
 
 def _paired(a: list[float], b: list[float]) -> str:
