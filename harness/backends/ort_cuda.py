@@ -12,9 +12,11 @@ Runtime allocates (outside any CUDA graph), after which the outputs are bound to
 (``enable_cuda_graph``) and replays it. TF32 is off unless asked for: FP32 accuracy is measured in FP32.
 
 Streams, events, buffers, resident or copied inputs, ``run`` / ``submit`` / ``wait`` and event timing come
-from :class:`~harness.backends.gpu_runner.GpuRunner`, shared with TensorRT. A synchronous run lets ONNX
-Runtime synchronize the stream at its end; a submitted one runs with
-``disable_synchronize_execution_providers`` so that it returns once the work is queued.
+from :class:`~harness.backends.gpu_runner.GpuRunner`, shared with TensorRT. A synchronous run, with resident or
+copied inputs, lets ONNX Runtime synchronize the stream at its end and passes no ``RunOptions``: on one session
+an H100 and an H200 ran a small request at 0.76-0.84 of the same call with one (docs/gpu-results.md). Only a
+submitted run (multistream) and a run whose wait the runner does itself (``--perf-sync block``) need
+``disable_synchronize_execution_providers``, so that ONNX Runtime returns once the work is queued.
 """
 
 from __future__ import annotations
@@ -166,13 +168,14 @@ class OrtCudaRunner(GpuRunner):
             self.session.run_with_iobinding(self._binding, self._async)
 
     def run(self) -> None:
-        if self.own_stream:
-            return super().run()
-        # ONNX Runtime computes on its stream and synchronizes it; the copies go on the runner's stream, each
-        # side finished before the other starts
+        if self.own_stream and self.sync == "block":
+            return super().run()  # the runner waits on its event; ONNX Runtime must not synchronize
+        # ONNX Runtime synchronizes the stream it computes on at the end of the run. On the runner's own stream
+        # the upload is ordered before the compute; on ONNX Runtime's stream it must be finished first
         if not self._resident:
             self._upload_inputs()
-            self.stream.synchronize()
+            if not self.own_stream:
+                self.stream.synchronize()
         self._execute(sync=True)
         if not self._resident:
             self._download_outputs()
