@@ -7,7 +7,8 @@ mode as a ``pytest -m perf`` row runs it alternate with slices of a bare loop ov
 benchmarks/overhead.py compares whole rows with a user's loop, each side on a fresh session: a fair test, but a
 fresh session is itself a few per cent to 30 % faster or slower than the next one (kernel choice; on a shared or
 virtualized host, which seconds it ran in), so its intervals are wide. This benchmark removes both: one session
-per configuration, and the sides alternate in slices of ``--slice`` seconds, so that a slow second of the host
+per configuration, and the sides take turns in slices of ``--slice`` seconds (each first, middle and last in
+rotation), so that a slow second of the host
 falls on both alike. Sides, each slice timed as its own code times it:
 
   bare       ``perf_counter`` around n calls of the runner's timed call (what the row calls, as a user's loop does)
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -33,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.loops import bare_rate, configs, feeds, machine, median_ci, session, temp_report_dir  # noqa: E402
 from harness.backends import RunnerOptions, get_backend  # noqa: E402
 from harness.environment import this_gpu_index  # noqa: E402
-from harness.load_check import load_check_for  # noqa: E402
+from harness.load_check import LoadCheck, load_check_for  # noqa: E402
 from harness.perf import MODE_CLASSES  # noqa: E402
 from harness.recipes import apply_recipe  # noqa: E402
 from harness.resources import ResourceMonitor  # noqa: E402
@@ -52,6 +54,8 @@ def main() -> int:
     ap.add_argument("--cache", type=Path, help="engine cache (default: the project's)")
     ap.add_argument("--out", type=Path, help="write row_cost.json there")
     args = ap.parse_args()
+    if args.pairs < 1 or args.slice <= 0:
+        ap.error("--pairs must be at least 1 and --slice above 0")
     backend = get_backend(args.backend)
     reason = backend.unavailable()
     if reason:
@@ -76,10 +80,13 @@ def main() -> int:
                                model_hash=art.model_hash, options=hs.build_options(backend, art.build_options))
         rates: dict[str, list[float]] = {s: [] for s in SIDES}
         checked = 0.0
+        first = load_check_for(hs, spec, profile, c.batch, 1, True, policy)  # its evaluation batches, loaded once
         with engine.runner(RunnerOptions(threads=backend.runner_threads("serial", 1))) as runner:
             for k in range(args.pairs):
-                for side in SIDES if k % 2 == 0 else SIDES[::-1]:
-                    check = load_check_for(hs, spec, profile, c.batch, 1, True, policy)
+                for side in SIDES[k % 3:] + SIDES[:k % 3]:  # each side first, middle and last in turn
+                    # a fresh check per slice, as every row has its own (it keeps a bounded count of requests)
+                    check = None if first is None else LoadCheck(first.batches, 1, per_runner=first.per_runner,
+                                                                 spread=policy.min_duration, resident=True)
                     runner.prepare(check.feeds(0) if check is not None else feeds(spec, c.batch), resident=True)
                     if side == "bare":
                         rates[side].append(bare_rate(runner, args.slice, c.batch, warmup=policy.warmup))
@@ -103,7 +110,11 @@ def main() -> int:
         (args.out / "row_cost.json").write_text(json.dumps(
             {"backend": args.backend, "slice": args.slice, "pairs": args.pairs, "machine": m,
              "machine_after": machine(), "configs": results}, indent=1))
-    worst = min(results, key=lambda r: r["mode / bare"][1])
+    measured = [r for r in results if not math.isnan(r["mode / bare"][1])]
+    if not measured:
+        print("no configuration measured")
+        return 1
+    worst = min(measured, key=lambda r: r["mode / bare"][1])
     lo, med, hi = worst["mode / bare"]
     print(f"worst: {worst['model']} b{worst['batch']}: the row's mode / a bare loop on the same runner = {med:.3f} "
           f"(95 % CI {lo:.3f}-{hi:.3f})")

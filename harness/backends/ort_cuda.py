@@ -14,9 +14,9 @@ Runtime allocates (outside any CUDA graph), after which the outputs are bound to
 Streams, events, buffers, resident or copied inputs, ``run`` / ``submit`` / ``wait`` and event timing come
 from :class:`~harness.backends.gpu_runner.GpuRunner`, shared with TensorRT. A synchronous run, with resident or
 copied inputs, lets ONNX Runtime synchronize the stream at its end and passes no ``RunOptions``: on one session
-an H100 and an H200 ran a small request at 0.76-0.84 of the same call with one (docs/gpu-results.md). Only a
-submitted run (multistream) and a run whose wait the runner does itself (``--perf-sync block``) need
-``disable_synchronize_execution_providers``, so that ONNX Runtime returns once the work is queued.
+an H100 and an H200 ran a small request at 0.71-0.87 of the same call with one (docs/gpu-results.md). Only a
+submitted run (multistream), a run whose wait the runner does itself (``--perf-sync block``) and the breakdown's
+timed pass need ``disable_synchronize_execution_providers``, so that ONNX Runtime returns once the work is queued.
 """
 
 from __future__ import annotations

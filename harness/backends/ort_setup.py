@@ -129,8 +129,8 @@ class OrtSetup:
 # The fastest setup that kept accuracy, per backend, from benchmarks/ort_setup.py (README, "Measured").
 # ort_cpu: on the 2-core development machine (AMD EPYC) no variant was faster than another beyond doubt, and
 # every accuracy row (158, INT8 included) is bit-identical under each; the source model with ORT_ENABLE_ALL is
-# the session a user writes, so a row times exactly that (at batch 32 the offline-optimized file loaded with
-# optimizations off ran 0.960 of it, the source model 1.025, in alternating repetitions).
+# the session a user writes, so a row times exactly that (on the encoder at batch 32 the offline-optimized file
+# loaded with optimizations off ran 0.960 of a user's loop, the source model 1.025, in alternating repetitions).
 # ort_cuda: the H100 table (offline-optimized file loaded with ORT_ENABLE_ALL again: 1.18x at batch 1,
 # 1.29x at batch 8 over loading it with optimizations off); `bash benchmarks/gpu_suite.sh setup` measures
 # every variant on the GPU at hand, and this is the line to change from its numbers.

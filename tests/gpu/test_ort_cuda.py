@@ -66,6 +66,25 @@ def test_run_submit_and_graphs_give_the_same_outputs(engine, batch, expected, re
         assert all(t > 0 for t in r.gpu_times(5))
 
 
+@pytest.mark.parametrize("stream,sync", [("own", "spin"), ("own", "block"), ("ort", "spin")])
+def test_a_copied_input_run_moves_the_host_batch_of_that_moment(tmp_path_factory, batch, expected, stream, sync):
+    # run() must upload what the host buffer holds when it is called and have the outputs in the host buffer when
+    # it returns: read there, not through fetch_outputs (which copies again and waits), so a stale upload or a
+    # download racing the compute would show
+    spec = load_registry(FIXTURES / "models.toml").models["classifier"]
+    eng = backend.build(spec.path, spec.profiles["dynamic"], Cache(tmp_path_factory.mktemp("cp")), label="cls",
+                        model_hash=spec.model_bytes_hash(), options={"ort_setup": {"stream": stream}})
+    reversed_batch = batch["image"][::-1].copy()
+    with eng.runner(RunnerOptions(sync=sync)) as r:
+        r.prepare(batch, resident=False)
+        host_in, host_out = r._inputs["image"].host.array, r._outputs["logits"].host.array
+        for k in range(3):
+            host_in[...] = reversed_batch if k % 2 else batch["image"]
+            r.run()
+            want = expected[::-1] if k % 2 else expected
+            assert rel(host_out, want) < 1e-4, f"run {k}"
+
+
 @pytest.mark.parametrize("name", list(variants(gpu=True)))
 def test_every_session_setup_gives_the_references_outputs(tmp_path_factory, batch, expected, name):
     setup = variants(gpu=True)[name]

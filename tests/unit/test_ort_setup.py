@@ -84,10 +84,10 @@ def test_each_setup_builds_its_own_engine_and_loads_it_as_it_says(tmp_path, clas
 def test_the_setup_is_recorded_in_the_perf_row_and_a_cpu_refuses_a_blocking_wait(tmp_path):
     settings = Settings(registry=FIXTURES / "models.toml", report_dir=tmp_path / "r", cache_dir=tmp_path / "c",
                         perf=PerfSettings(duration=0.02, warmup=0.01, min_iters=5),
-                        ort_setup={"engine": "source", "load": "all"})
+                        ort_setup={"engine": "optimized", "load": "off"})  # not ort_cpu's default
     hs = HarnessSession(settings)
     row = check_perf(hs, PerfCase("ranker", "ort_cpu", "fp32", "dynamic", "serial", 1))
-    assert row.setup == {"engine": "source", "load": "all"} and row.sync is None and row.throughput > 0
+    assert row.setup == {"engine": "optimized", "load": "off"} and row.sync is None and row.throughput > 0
     assert row.state["host_cpus"] >= 1 and "host_other_load_per_cpu" in row.state
     with pytest.raises(ModeUnsupported, match="--perf-sync block: ort_cpu computes on the calling thread"):
         check_perf(hs, PerfCase("ranker", "ort_cpu", "fp32", "dynamic", "serial", 1, sync="block"))

@@ -1,9 +1,12 @@
-"""Whether a RunOptions object in run_with_iobinding costs anything, on the harness's own ORT CUDA runner (one
+"""From the repository root, with onnxruntime-gpu importable:
+    python docs/gpu-results/h100-2026-11-22-overhead/probe_run_options.py 14   (rounds)
+
+Whether a RunOptions object in run_with_iobinding costs anything, on the harness's own ORT CUDA runner (one
 session per configuration, so no session-to-session kernel choice enters), 0.25 s slices of each side in
 rotating order, medians of paired ratios with 95 % intervals:
   sync          run_with_iobinding(binding): ORT synchronizes the stream (the resident, spinning row's call)
   async+wait    run_with_iobinding(binding, disable_synchronize_execution_providers=1), then the runner's stream
-                synchronized (what multistream submit, copied inputs and --perf-sync block do)
+                synchronized (what multistream submit and --perf-sync block do; copied inputs did)
   RunOptions()  run_with_iobinding(binding, default RunOptions()) (what the runner passed before the fix)
   row copied    runner.run() with copied inputs: upload on the stream, run (ORT synchronizes), download, wait
   row copied (async)  the same as it was: the run with disable_synchronize_execution_providers, one wait
