@@ -12,6 +12,7 @@ loop of n iterations is timed with ``perf_counter`` around it.
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import statistics
@@ -26,11 +27,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from harness.backends import Backend, Engine, get_backend  # noqa: E402
 from harness.cache import default_root  # noqa: E402
 from harness.cpu_features import cpu_features  # noqa: E402
 from harness.data import SampleSet, batch_size_of  # noqa: E402
 from harness.environment import cpu_count, cpu_model  # noqa: E402
+from harness.errors import HarnessError  # noqa: E402
 from harness.perf import PerfCase, check_perf  # noqa: E402
+from harness.recipes import apply_recipe  # noqa: E402
 from harness.resources import ResourceMonitor  # noqa: E402
 from harness.rows import PerfRow  # noqa: E402
 from harness.session import HarnessSession, PerfSettings, Settings  # noqa: E402
@@ -60,8 +64,47 @@ def session(backend: str, *, seconds: float, min_iters: int, report_dir: Path, c
     return HarnessSession(settings, worker="bench")
 
 
+def add_common_args(ap: argparse.ArgumentParser, out_file: str) -> None:
+    """The options every benchmark here takes: backend, models, their batches, engine cache, output folder."""
+    ap.add_argument("--backend", default="ort_cpu")
+    ap.add_argument("--models", default="classifier,ocr_rec,encoder")
+    ap.add_argument("--batches", default="1,opt,max", help="of each model's dynamic profile: 1, opt, max")
+    ap.add_argument("--cache", type=Path, help="engine cache (default: the project's)")
+    ap.add_argument("--out", type=Path, help=f"write {out_file} there")
+
+
+def available_backend(name: str) -> Backend | None:
+    """The backend, or None after printing why it cannot run here."""
+    backend = get_backend(name)
+    reason = backend.unavailable()
+    if reason:
+        print(f"{name}: {reason}")
+        return None
+    return backend
+
+
+def fp32_engine(hs: HarnessSession, backend: Backend, model: str) -> Engine:
+    """The model's fp32 engine on its dynamic profile, built (or found in the cache) as a perf row builds it."""
+    spec = hs.model(model)
+    art = apply_recipe(hs.recipe("fp32"), spec, hs.cache)
+    return backend.build(art.path, spec.profiles["dynamic"], hs.cache, label=f"{spec.name}/{backend.name}/fp32-dynamic",
+                         model_hash=art.model_hash, options=hs.build_options(backend, art.build_options))
+
+
+def run_main(main: Callable[[], int]) -> int:
+    """A benchmark's exit status; bad input (an unknown model, option or backend) one line naming it, exit 2."""
+    try:
+        return main()
+    except HarnessError as exc:
+        print(f"{Path(sys.argv[0]).name}: {exc}", file=sys.stderr)
+        return 2
+
+
 def configs(hs: HarnessSession, models: list[str], batches: list[str]) -> tuple[list[Config], list[str]]:
     """Each model's batch 1, opt and max of its dynamic profile; models that cannot run here are named."""
+    bad = [w for w in batches if w not in ("1", "min", "opt", "max")]
+    if bad:
+        raise HarnessError(f"--batches: {', '.join(map(repr, bad))} is not one of 1, min, opt, max")
     out, skipped = [], []
     for name in models:
         spec = hs.model(name)

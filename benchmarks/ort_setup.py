@@ -28,8 +28,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.loops import Series, UserLoop, configs, machine, median_ci, row_path, session, temp_report_dir  # noqa: E402
-from harness.backends import get_backend  # noqa: E402
+from benchmarks.loops import (  # noqa: E402
+    Series,
+    UserLoop,
+    add_common_args,
+    available_backend,
+    configs,
+    machine,
+    median_ci,
+    row_path,
+    run_main,
+    session,
+    temp_report_dir,
+)
 from harness.backends.ort_setup import default_setup, variants  # noqa: E402
 from harness.checks import AccuracyGateFailure, check_accuracy  # noqa: E402
 from harness.session import AccuracyCase  # noqa: E402
@@ -37,20 +48,14 @@ from harness.session import AccuracyCase  # noqa: E402
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--backend", default="ort_cpu")
-    ap.add_argument("--models", default="classifier,ocr_rec,encoder")
-    ap.add_argument("--batches", default="1,opt,max")
+    add_common_args(ap, "ort_setup.json")
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--min-iters", type=int, default=20)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--variants", help="comma-separated names (default: all for the backend)")
-    ap.add_argument("--cache", type=Path)
-    ap.add_argument("--out", type=Path, help="write ort_setup.json there")
     args = ap.parse_args()
-    backend = get_backend(args.backend)
-    reason = backend.unavailable()
-    if reason:
-        print(f"{args.backend}: {reason}")
+    backend = available_backend(args.backend)
+    if backend is None:
         return 2
     gpu = backend.on_gpu
     every = variants(gpu=gpu)
@@ -144,4 +149,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -33,18 +33,21 @@ from benchmarks.loops import (  # noqa: E402
     Config,
     Series,
     UserLoop,
+    add_common_args,
+    available_backend,
     bare_rate,
     configs,
     feeds,
+    fp32_engine,
     machine,
     median_ci,
     row_path,
+    run_main,
     session,
     temp_report_dir,
 )
 from harness.backends import RunnerOptions, get_backend  # noqa: E402
 from harness.environment import this_gpu_index  # noqa: E402
-from harness.recipes import apply_recipe  # noqa: E402
 from harness.resources import ResourceMonitor  # noqa: E402
 from harness.session import HarnessSession  # noqa: E402
 
@@ -53,13 +56,9 @@ def harness_bare(hs: HarnessSession, backend_name: str, c: Config, seconds: floa
     """The bare loop on the harness's own runner: its engine and setup, the call the Serial mode makes,
     perf_counter around it; no mode class, no monitor, no row."""
     backend = get_backend(backend_name)
-    spec = hs.model(c.model)
-    profile = spec.profiles["dynamic"]
-    art = apply_recipe(hs.recipe("fp32"), spec, hs.cache)
-    engine = backend.build(art.path, profile, hs.cache, label=f"{spec.name}/{backend.name}/fp32-dynamic",
-                           model_hash=art.model_hash, options=hs.build_options(backend, art.build_options))
+    engine = fp32_engine(hs, backend, c.model)
     with engine.runner(RunnerOptions(threads=backend.runner_threads("serial", 1))) as runner:
-        runner.prepare(feeds(spec, c.batch), resident=True)
+        runner.prepare(feeds(hs.model(c.model), c.batch), resident=True)
         return bare_rate(runner, seconds, c.batch, min_iters=min_iters)
 
 
@@ -70,23 +69,17 @@ def _paired(a: list[float], b: list[float]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--backend", default="ort_cpu")
-    ap.add_argument("--models", default="classifier,ocr_rec,encoder")
-    ap.add_argument("--batches", default="1,opt,max", help="of each model's dynamic profile: 1, opt, max")
+    add_common_args(ap, "overhead.json (every repetition)")
     ap.add_argument("--seconds", type=float, default=1.0, help="measured per repetition and side")
     ap.add_argument("--min-iters", type=int, default=20)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--sync", default="spin", choices=("spin", "block"), help="GPU: how the row's host waits")
     ap.add_argument("--diagnose", action="store_true",
                     help="also the harness's bare loop, the row without sampling, and the user's loop again (A/A)")
-    ap.add_argument("--cache", type=Path, help="engine cache (default: the project's)")
-    ap.add_argument("--out", type=Path, help="write overhead.json (every repetition) there")
     ap.add_argument("--target", type=float, default=0.97)
     args = ap.parse_args()
-    backend = get_backend(args.backend)
-    reason = backend.unavailable()
-    if reason:
-        print(f"{args.backend}: {reason}")
+    backend = available_backend(args.backend)
+    if backend is None:
         return 2
     report = args.out if args.out else temp_report_dir("overhead-")
     hs = session(args.backend, seconds=args.seconds, min_iters=args.min_iters, report_dir=report, cache_dir=args.cache)
@@ -156,4 +149,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -32,12 +32,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.loops import bare_rate, configs, feeds, machine, median_ci, session, temp_report_dir  # noqa: E402
-from harness.backends import RunnerOptions, get_backend  # noqa: E402
+from benchmarks.loops import (  # noqa: E402
+    add_common_args,
+    available_backend,
+    bare_rate,
+    configs,
+    feeds,
+    fp32_engine,
+    machine,
+    median_ci,
+    run_main,
+    session,
+    temp_report_dir,
+)
+from harness.backends import RunnerOptions  # noqa: E402
 from harness.environment import this_gpu_index  # noqa: E402
 from harness.load_check import LoadCheck, load_check_for  # noqa: E402
 from harness.perf import MODE_CLASSES  # noqa: E402
-from harness.recipes import apply_recipe  # noqa: E402
 from harness.resources import ResourceMonitor  # noqa: E402
 from harness.timing import TimingPolicy  # noqa: E402
 
@@ -46,20 +57,14 @@ SIDES = ("bare", "mode", "no monitor")
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--backend", default="ort_cpu")
-    ap.add_argument("--models", default="classifier,ocr_rec,encoder")
-    ap.add_argument("--batches", default="1,opt,max", help="of each model's dynamic profile: 1, opt, max")
+    add_common_args(ap, "row_cost.json")
     ap.add_argument("--slice", type=float, default=0.4, help="seconds timed per slice and side")
     ap.add_argument("--pairs", type=int, default=16, help="slices of each side per configuration")
-    ap.add_argument("--cache", type=Path, help="engine cache (default: the project's)")
-    ap.add_argument("--out", type=Path, help="write row_cost.json there")
     args = ap.parse_args()
     if args.pairs < 1 or args.slice <= 0:
         ap.error("--pairs must be at least 1 and --slice above 0")
-    backend = get_backend(args.backend)
-    reason = backend.unavailable()
-    if reason:
-        print(f"{args.backend}: {reason}")
+    backend = available_backend(args.backend)
+    if backend is None:
         return 2
     hs = session(args.backend, seconds=args.slice, min_iters=1, report_dir=args.out or temp_report_dir("row-cost-"),
                  cache_dir=args.cache)
@@ -75,9 +80,7 @@ def main() -> int:
     for c in cfgs:
         spec = hs.model(c.model)
         profile = spec.profiles["dynamic"]
-        art = apply_recipe(hs.recipe("fp32"), spec, hs.cache)
-        engine = backend.build(art.path, profile, hs.cache, label=f"{spec.name}/{backend.name}/fp32-dynamic",
-                               model_hash=art.model_hash, options=hs.build_options(backend, art.build_options))
+        engine = fp32_engine(hs, backend, c.model)
         rates: dict[str, list[float]] = {s: [] for s in SIDES}
         checked = 0.0
         first = load_check_for(hs, spec, profile, c.batch, 1, True, policy)  # its evaluation batches, loaded once
@@ -122,4 +125,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))
