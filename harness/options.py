@@ -189,19 +189,20 @@ def parse_value(opt: Option, raw: Raw) -> Any:
         from .shard import parse_shard
 
         return parse_shard(s, raw.source)
-    if opt.kind in ("options", "ort_setup"):
+    if opt.kind == "ort_setup":  # the values as written; every key and value checked now, not at the first build
+        from .backends.ort_setup import OrtSetup, setup_options
+
         try:
-            parsed = parse_builder_options(s)
+            setup = setup_options(s, where=raw.source)
+            OrtSetup().with_options(setup, where=raw.source)
+        except HarnessError as exc:
+            raise OptionError(str(exc)) from None
+        return setup
+    if opt.kind == "options":
+        try:
+            return parse_builder_options(s)
         except ValueError:
             raise refuse("give key=value pairs separated by commas, e.g. opt_level=5,tf32=yes") from None
-        if opt.kind == "ort_setup":  # every key and value checked now, not when the first ORT case builds
-            from .backends.ort_setup import OrtSetup
-
-            try:
-                OrtSetup().with_options(parsed, where=raw.source)
-            except HarnessError as exc:
-                raise OptionError(str(exc)) from None
-        return parsed
     if opt.choices and s not in opt.choices:
         raise refuse(f"give one of {', '.join(opt.choices)}")
     return s

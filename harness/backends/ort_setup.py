@@ -47,6 +47,17 @@ CUDA_ONLY = ("conv_algo", "nhwc", "arena", "stream")
 _TRUE, _FALSE = ("yes", "true", "on", "1"), ("no", "false", "off", "0")
 
 
+def setup_options(text: str, *, where: str = "--ort-setup") -> dict[str, str]:
+    """``engine=source,load=off`` as {key: value}, the values as written (``off`` is a level here, not a no)."""
+    options: dict[str, str] = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise HarnessError(f"{where}: {item!r} is not key=value")
+        options[key.strip()] = value.strip()
+    return options
+
+
 @dataclass(frozen=True)
 class OrtSetup:
     engine: str = "optimized"
@@ -81,13 +92,7 @@ class OrtSetup:
     @classmethod
     def parse(cls, text: str, *, base: OrtSetup | None = None, where: str = "--ort-setup") -> OrtSetup:
         """``engine=source,load=all,conv_algo=HEURISTIC`` on top of ``base``."""
-        options: dict[str, str] = {}
-        for item in filter(None, (x.strip() for x in text.split(","))):
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise HarnessError(f"{where}: {item!r} is not key=value")
-            options[key.strip()] = value.strip()
-        return (base or cls()).with_options(options, where=where)
+        return (base or cls()).with_options(setup_options(text, where=where), where=where)
 
     def describe(self, *, gpu: bool) -> dict[str, Any]:
         """The setup as a row records it (the CUDA keys only for a CUDA backend)."""

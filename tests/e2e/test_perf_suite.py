@@ -75,6 +75,14 @@ def test_rows_measured_on_an_overloaded_host_are_flagged_warned_about_and_never_
     assert report.count("| **host overloaded** |") == len(flagged)
 
 
+def test_a_setup_given_on_the_command_line_is_the_rows_setup(project):
+    # "off" is a load level, not a no: the option keeps the words as written
+    result = project.run("-m", "perf", *QUICK, "--perf-modes=serial", "--perf-batches=1",
+                         "--ort-setup=engine=optimized,load=off")
+    result.assert_outcomes(passed=1)
+    assert [r["setup"] for r in project.results()] == [{"engine": "optimized", "load": "off"}]
+
+
 @pytest.mark.parametrize("option, message", [
     ("--perf-sync=wait", "--perf-sync: cannot use 'wait': wait is not one of spin, block"),
     ("--ort-setup=load=max", "--ort-setup: load must be one of off, basic, extended, all, got 'max'"),
