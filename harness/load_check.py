@@ -120,6 +120,10 @@ class LoadCheck:
         self.next_at[k] = self._slot(k, self.taken[k]) if more else float("inf")
         return runner.timed_call()
 
+    def pending(self) -> bool:
+        """Whether a runner still has a checked request to make in this measurement."""
+        return any(t != float("inf") for t in self.next_at)
+
     def pauses(self, share: float) -> list[tuple[float, float, float]]:
         """This measurement's checked requests as :attr:`harness.timing.Measurement.pauses`, each having taken
         ``share`` of the mode's capacity."""

@@ -304,7 +304,8 @@ class ThreadPool(Mode):
             time.sleep(0.002)
             elapsed = clock() - start
             done = sum(len(rec) for rec in records)
-            if elapsed >= policy.min_duration and done >= policy.min_iters:
+            # a thread the others starved of the GIL may not have reached its last checked request yet: wait
+            if elapsed >= policy.min_duration and done >= policy.min_iters and not (check and check.pending()):
                 break
             if elapsed >= policy.max_duration:
                 capped = done < policy.min_iters

@@ -98,6 +98,24 @@ def test_every_mode_checks_requests_on_every_runner_and_a_healthy_engine_passes(
     assert result["rel_l2_max"] == 0.0 and result["seconds"] >= 0
 
 
+class SlowDoublingRunner(DoublingRunner):
+    """A runner whose requests take 90 ms: its thread reaches its checked requests late."""
+
+    def run(self) -> None:
+        time.sleep(0.09)
+        super().run()
+
+
+def test_the_thread_pool_waits_for_a_late_runners_checked_requests():
+    # with a 0.2 s minimum the slow runner makes ~2 requests before the others have made enough: the measurement
+    # must not stop before its three checked requests are made
+    check = LoadCheck(batches(8), 2, per_runner=3, spread=POLICY.min_duration)
+    runners = staged(check, [DoublingRunner(), SlowDoublingRunner()])
+    m = ThreadPool().measure(runners, POLICY, batch=2, check=check)
+    assert [sum(c.runner == k for c in check.checked) for k in range(2)] == [3, 3]
+    assert m.wall > POLICY.min_duration and not check.pending()
+
+
 def test_outputs_that_go_wrong_under_load_fail_naming_the_samples_the_runner_and_when():
     check = LoadCheck(batches(8), 2, per_runner=3, spread=POLICY.min_duration)
     runners = staged(check, [DoublingRunner(), DoublingRunner(corrupt_after=50)])
